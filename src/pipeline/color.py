@@ -1,0 +1,103 @@
+"""Colour maths: PIL-exact gray, sRGB <-> CIE Lab (torch), luma-preserving recombination.
+
+Conventions: uint8 arrays are 0..255; float RGB tensors are in [0, 1]; Lab tensors carry
+L in [0, 100] and a, b roughly in [-110, 110] (D65 white, sRGB primaries).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Pillow's fixed-point ITU-R 601-2 luma (libImaging/Convert.c, L24): weights sum to 65536.
+_L24 = (19595, 38470, 7471)
+
+
+def pil_gray(rgb: np.ndarray) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> (H,W) uint8 gray, bit-identical to PIL ``Image.convert("L")``."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"pil_gray expects an (H,W,3) array, got shape {rgb.shape}")
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * _L24[0] + g * _L24[1] + b * _L24[2] + 0x8000) >> 16).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- Lab (torch)
+_M_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                           [0.212671, 0.715160, 0.072169],
+                           [0.019334, 0.119193, 0.950227]])
+_M_XYZ2RGB = torch.linalg.inv(_M_RGB2XYZ)
+_WHITE = torch.tensor([0.950456, 1.0, 1.088754])
+_DELTA = 6.0 / 29.0
+
+
+def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c <= 0.04045, c / 12.92, ((c.clamp(min=0) + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
+
+
+def _f(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > _DELTA ** 3, t.clamp(min=1e-12) ** (1 / 3), t / (3 * _DELTA ** 2) + 4 / 29)
+
+
+def _finv(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > _DELTA, t ** 3, 3 * _DELTA ** 2 * (t - 4 / 29))
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) sRGB in [0,1] -> (B,3,H,W) Lab (L in [0,100])."""
+    lin = _srgb_to_linear(rgb.float())
+    xyz = torch.einsum("ij,bjhw->bihw", _M_RGB2XYZ.to(rgb.device), lin)
+    xyz = xyz / _WHITE.to(rgb.device).view(1, 3, 1, 1)
+    fx, fy, fz = _f(xyz).unbind(1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """(B,3,H,W) Lab -> (B,3,H,W) sRGB; clipped to [0,1] unless ``clip=False``."""
+    L, a, b = lab.float().unbind(1)
+    fy = (L + 16) / 116
+    xyz = torch.stack([_finv(fy + a / 500), _finv(fy), _finv(fy - b / 200)], 1)
+    xyz = xyz * _WHITE.to(lab.device).view(1, 3, 1, 1)
+    lin = torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(lab.device), xyz)
+    rgb = _linear_to_srgb(lin)
+    return rgb.clamp(0, 1) if clip else rgb
+
+
+def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) gray in [0,1] -> (B,1,H,W) Lab L of the neutral colour with that gray."""
+    y = _srgb_to_linear(gray.float())
+    return 116 * _f(y) - 16
+
+
+# ----------------------------------------------------------------- luma-preserving combine
+def combine_luma(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Give ``rgb`` the exact PIL gray ``gray`` while keeping as much of its colour as fits.
+
+    gray: (H,W) uint8; rgb: (H,W,3) float in [0,255] (values outside are fine).
+    Returns (H,W,3) uint8 whose PIL ``convert("L")`` equals ``gray`` within ±1 (exact at
+    nearly every pixel). Each pixel's chroma is shrunk just enough to keep all channels in
+    [0,255] (zero chroma always fits), instead of clipping, which would change the gray.
+    """
+    y = gray.astype(np.float32)
+    rgb = np.asarray(rgb, np.float32)
+    w = np.array([0.299, 0.587, 0.114], np.float32)
+    d = rgb - (rgb @ w)[..., None]                       # chroma offsets; their luma is 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(d > 1e-6, (255.0 - y)[..., None] / d, np.inf)
+        lo = np.where(d < -1e-6, -y[..., None] / d, np.inf)
+    t = np.clip(np.minimum(up.min(-1), lo.min(-1)), 0.0, 1.0)
+    out = np.clip(np.rint(y[..., None] + t[..., None] * d), 0, 255).astype(np.int32)
+    # Rounding can move the PIL gray by one step; nudge one channel where that makes it exact.
+    for c in (1, 0, 2):
+        err = y.astype(np.int32) - pil_gray(out.astype(np.uint8)).astype(np.int32)
+        bad = err != 0
+        if not bad.any():
+            break
+        cand = out.copy()
+        cand[..., c] = np.clip(out[..., c] + err, 0, 255)
+        ok = bad & (pil_gray(cand.astype(np.uint8)) == gray)
+        out[ok] = cand[ok]
+    return out.astype(np.uint8)

@@ -1,0 +1,188 @@
+"""Training data: competition pairs, folders of photos with synthetic damage, bundled samples.
+
+Every dataset yields the same batch dict (float tensors, values in [0, 1]):
+    gray        (1,H,W)  the damaged input gray
+    target_gray (1,H,W)  the true gray, PIL ``convert("L")`` of the colour target
+    rgb         (3,H,W)  the colour target
+    mask        (1,H,W)  1 where damaged
+Hydra configs in ``conf/data`` instantiate a ``*Data`` object whose ``.train`` / ``.val`` are
+datasets; augmentation (albumentations) applies one geometric transform to all targets.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .color import pil_gray
+from .damage import apply_damage, mask_from_pair, random_damage
+from .io import ImageError, list_images, to_rgb
+
+log = logging.getLogger(__name__)
+SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
+
+
+def _to_batch(damaged: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> dict:
+    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32)) / 255  # noqa: E731
+    return {"gray": t(damaged)[None], "target_gray": t(pil_gray(rgb))[None],
+            "rgb": t(rgb).permute(2, 0, 1), "mask": torch.from_numpy(np.array(mask, dtype=np.float32))[None]}
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded train/val index split; with a single item both use it."""
+    if n == 0:
+        return [], []
+    if n == 1:
+        return [0], [0]
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def _sample_seed() -> int:
+    # Drawn from torch's RNG: seeded by the trainer (and per worker by the DataLoader), so a run
+    # is reproducible, yet each epoch sees new damage and crops.
+    return int(torch.randint(0, 2 ** 31 - 1, ()).item())
+
+
+def photo_transform(image_size: int, train: bool) -> A.Compose:
+    """Short side resized to 1–1.5× ``image_size`` + random crop + flip (train), or to exactly
+    ``image_size`` + centre crop (val)."""
+    s = int(image_size)
+    if train:
+        sizes = sorted({s, round(s * 1.15), round(s * 1.3), round(s * 1.5)})
+        return A.Compose([A.SmallestMaxSize(max_size=sizes, interpolation=cv2.INTER_AREA),
+                          A.RandomCrop(s, s), A.HorizontalFlip()])
+    return A.Compose([A.SmallestMaxSize(max_size=s, interpolation=cv2.INTER_AREA), A.CenterCrop(s, s)])
+
+
+class PhotoPairs(Dataset):
+    """Colour photos -> training pairs with competition-style damage drawn on the fly.
+
+    Training items get a random scale/crop/flip and new damage each time; validation items a
+    centre crop and damage fixed by ``(seed, index)``.
+    """
+
+    def __init__(self, files, image_size: int = 256, train: bool = True, seed: int = 0,
+                 damage: dict | None = None):
+        self.files = [Path(f) for f in files]
+        self.image_size = int(image_size)
+        self.train = train
+        self.seed = seed
+        self.damage = dict(damage or {})
+        self.aug = photo_transform(self.image_size, train)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng(_sample_seed() if self.train else (self.seed, i))
+        try:
+            rgb = to_rgb(self.files[i])
+        except ImageError as e:
+            log.warning("skipping %s", e)
+            return self[(i + 1) % len(self)]
+        self.aug.set_random_seed(int(rng.integers(2 ** 31 - 1)))
+        rgb = self.aug(image=rgb)["image"]
+        dmg = random_damage(self.image_size, self.image_size, rng, **self.damage)
+        return _to_batch(apply_damage(pil_gray(rgb), dmg), rgb, dmg.mask)
+
+
+class DaconPairs(Dataset):
+    """Competition pairs listed in a csv (``ID,input_image_path,gt_image_path``).
+
+    The mask is ``input != PIL-L(gt)`` with holes filled. Augmentation is crop + flip only (no
+    resampling, so the constant fill stays exactly constant), identical for input, target, mask.
+    """
+
+    def __init__(self, root, rows, image_size: int = 512, train: bool = True):
+        self.root = Path(root)
+        self.rows = list(rows)
+        self.image_size = int(image_size)
+        self.train = train
+        s = self.image_size
+        targets = {"damaged": "mask", "dmask": "mask"}
+        geo = [A.PadIfNeeded(s, s, border_mode=cv2.BORDER_REFLECT_101)]
+        geo += [A.RandomCrop(s, s), A.HorizontalFlip()] if train else [A.CenterCrop(s, s)]
+        self.aug = A.Compose(geo, additional_targets=targets)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        inp_path, gt_path = self.rows[i]
+        rgb = to_rgb(gt_path)
+        from .io import to_gray
+        damaged = to_gray(inp_path)
+        if damaged.shape != rgb.shape[:2]:
+            raise ImageError(f"{inp_path}: input is {damaged.shape[1]}x{damaged.shape[0]} but "
+                             f"{gt_path} is {rgb.shape[1]}x{rgb.shape[0]}")
+        mask = mask_from_pair(damaged, pil_gray(rgb)).astype(np.uint8)
+        if self.train:
+            self.aug.set_random_seed(_sample_seed())
+        out = self.aug(image=rgb, damaged=damaged, dmask=mask)
+        return _to_batch(out["damaged"], out["image"], out["dmask"].astype(bool))
+
+
+# ----------------------------------------------------------------------- Hydra data modules
+class PhotoData:
+    """``data=photos``: every jpg/png/tif/bmp under ``root`` (recursive), synthetic damage."""
+
+    def __init__(self, root, image_size: int = 256, val_fraction: float = 0.05, seed: int = 0,
+                 max_files: int | None = None, damage: dict | None = None):
+        if root is None or not Path(os.path.expanduser(str(root))).exists():
+            raise FileNotFoundError(f"data.root={root}: no such folder")
+        files = list_images(os.path.expanduser(str(root)))
+        if not files:
+            raise FileNotFoundError(f"data.root={root}: no images (jpg/png/tif/bmp) found")
+        if max_files:
+            files = files[: int(max_files)]
+        tr, va = _split(len(files), val_fraction, seed)
+        self.train = PhotoPairs([files[i] for i in tr], image_size, True, seed, damage)
+        self.val = PhotoPairs([files[i] for i in va], image_size, False, seed, damage)
+
+
+class SampleData(PhotoData):
+    """``data=samples`` (default): the Kodak photos bundled with the package, downscaled."""
+
+    def __init__(self, image_size: int = 256, val_fraction: float = 0.25, seed: int = 0,
+                 damage: dict | None = None, root=None):
+        super().__init__(root or SAMPLES_DIR, image_size, val_fraction, seed, damage=damage)
+
+
+class DaconData:
+    """``data=dacon``: the competition layout under ``root`` (train.csv, train_input/, train_gt/)."""
+
+    def __init__(self, root, image_size: int = 512, val_fraction: float = 0.02, seed: int = 0,
+                 csv_name: str = "train.csv"):
+        root = Path(os.path.expanduser(str(root)))
+        rows = read_pairs_csv(root / csv_name)
+        tr, va = _split(len(rows), val_fraction, seed)
+        self.train = DaconPairs(root, [rows[i] for i in tr], image_size, True)
+        self.val = DaconPairs(root, [rows[i] for i in va], image_size, False)
+
+
+def read_pairs_csv(path) -> list[tuple[Path, Path | None]]:
+    """Rows of a competition csv as (input path, gt path or None), paths resolved against the
+    csv's folder. Raises FileNotFoundError / ValueError with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such csv")
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "input_image_path" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected a column 'input_image_path' (competition layout)")
+        for r in reader:
+            gt = r.get("gt_image_path")
+            rows.append((path.parent / r["input_image_path"], path.parent / gt if gt else None))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows

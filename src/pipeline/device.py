@@ -1,0 +1,51 @@
+"""Device and precision selection shared by training and inference."""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix support (AMX-BF16 or AVX512-BF16)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device} requested but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on AMX/AVX512-BF16 CPUs and bf16-capable GPUs (else fp16 on GPU), fp32
+    elsewhere. Returns one of fp32, bf16, fp16."""
+    precision = str(precision).lower().replace("bfloat16", "bf16").replace("float32", "fp32")
+    if precision in ("32", "fp32", "float", "exact"):
+        return "fp32"
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision in ("bf16", "fp16", "16"):
+        if precision == "fp16" and device.type == "cpu":
+            raise ValueError("precision=fp16 is for CUDA; use bf16 or fp32 on CPU")
+        return "fp16" if precision == "16" else precision
+    raise ValueError(f"unknown precision {precision!r} (auto, fp32, bf16, fp16)")
+
+
+def autocast(device: torch.device, precision: str):
+    """A context manager running the enclosed ops in ``precision`` (fp32 = no autocast)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

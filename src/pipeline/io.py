@@ -1,0 +1,125 @@
+"""Image input/output: anything a user hands us -> uint8 gray / RGB arrays, with one-line errors."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class ImageError(ValueError):
+    """An input that cannot be used; the message is one line naming the file and the problem."""
+
+
+def _describe(img) -> str:
+    if isinstance(img, (str, os.PathLike)):
+        return str(img)
+    if isinstance(img, Image.Image):
+        return f"<PIL {img.mode} {img.size[0]}x{img.size[1]}>"
+    if isinstance(img, np.ndarray):
+        return f"<array {img.dtype} {img.shape}>"
+    return f"<{type(img).__name__}>"
+
+
+def open_image(img) -> Image.Image:
+    """A path, PIL image or array -> a loaded PIL image, EXIF orientation applied for files."""
+    if isinstance(img, (str, os.PathLike)):
+        path = Path(img)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()
+                    return ImageOps.exif_transpose(im)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(f"{path}: image too large ({e}); raise PIL.Image.MAX_IMAGE_PIXELS "
+                             "to allow it") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not an image file (or an unsupported format)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{path}: unreadable or truncated image ({e})") from None
+    if isinstance(img, Image.Image):
+        return img
+    if isinstance(img, np.ndarray):
+        a = img
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or a.size == 0:
+            raise ImageError(f"{_describe(img)}: expected an (H,W), (H,W,3) or (H,W,4) array")
+        if a.dtype == np.uint16:
+            a = (a >> 8).astype(np.uint8)
+        elif a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        elif np.issubdtype(a.dtype, np.floating):
+            a = np.clip(np.rint(a * 255 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8)
+        elif a.dtype != np.uint8:
+            a = np.clip(a, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(a))
+    raise ImageError(f"{_describe(img)}: expected a path, a PIL image or a numpy array")
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im
+
+
+def to_gray(img) -> np.ndarray:
+    """Any supported input -> (H,W) uint8 gray (PIL's ``convert("L")`` for 8-bit colour)."""
+    im = open_image(img)
+    try:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+            if im.mode == "F" and a.max() <= 1.0:
+                hi = 1.0
+            return np.clip(np.rint(a / hi * 255), 0, 255).astype(np.uint8)
+        im = _flatten_alpha(im)
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGB")
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{_describe(img)}: cannot convert {im.mode} image to gray ({e})") from None
+
+
+def to_rgb(img) -> np.ndarray:
+    """Any supported input -> (H,W,3) uint8 RGB."""
+    im = open_image(img)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return np.repeat(to_gray(im)[..., None], 3, -1)
+    return np.asarray(_flatten_alpha(im).convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_mask(mask, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """A mask (path, PIL or array; nonzero = damaged) -> (H,W) bool of the expected shape."""
+    m = to_gray(mask) if not isinstance(mask, np.ndarray) or mask.ndim == 3 else np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise ImageError(f"{_describe(mask) if name == 'mask' else name}: mask is "
+                         f"{m.shape[1]}x{m.shape[0]}, the image is {shape[1]}x{shape[0]}")
+    return m > 0
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted)."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def save_png(img: Image.Image, path: str | os.PathLike) -> None:
+    """Save a PIL image as PNG atomically (temp file + rename)."""
+    import io as _io
+
+    from stages.base import atomic_write_bytes
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,207 @@
+"""``Pipeline``: a plain container of the three stages, with save/load and ``restore``."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from scipy import ndimage
+
+from stages import CheckpointError, Stage
+from stages.base import atomic_write_bytes
+
+from .color import combine_luma
+from .device import autocast, resolve_precision
+from .io import to_gray, to_mask
+from .tiling import tiled
+
+FORMAT = "restore-pipeline/1"
+SLOTS = ("mask", "inpaint", "colorize")
+CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
+
+
+@dataclass
+class Restoration:
+    """``restore(..., return_intermediates=True)``: the result and what led to it."""
+    image: Image.Image  # RGB result
+    mask: Image.Image   # L, 255 = damaged (detected or given)
+    gray: Image.Image   # L, the inpainted gray (equal to the input outside the mask)
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A checkpoint folder path, or the name of one shipped with the package (e.g. ``demo``)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    shipped = CHECKPOINTS_DIR / str(name_or_path)
+    if shipped.is_dir():
+        return shipped
+    known = sorted(d.name for d in CHECKPOINTS_DIR.iterdir() if d.is_dir()) if CHECKPOINTS_DIR.is_dir() else []
+    raise CheckpointError(f"{name_or_path}: no such checkpoint folder"
+                          + (f" (shipped checkpoints: {', '.join(known)})" if known else ""))
+
+
+class Pipeline:
+    """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
+
+    Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
+    it), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
+    the inpainter sees around the damaged region).
+    """
+
+    def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
+                 colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
+                 tile_overlap: int = 128, context: int = 128):
+        self._stages: dict[str, Stage | None] = {}
+        self.mask, self.inpaint, self.colorize = mask, inpaint, colorize
+        self.precision = precision
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.context = context
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------ stage slots
+    def __getattr__(self, name):
+        if name in SLOTS:
+            return self.__dict__["_stages"].get(name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        if name in SLOTS:
+            if value is not None and not isinstance(value, Stage):
+                raise TypeError(f"Pipeline.{name} must be a Stage, got {type(value).__name__}")
+            if value is not None:
+                value.eval()
+                if "device" in self.__dict__:
+                    value.to(self.device)
+            self._stages[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def stages(self) -> dict:
+        return {k: v for k, v in self._stages.items() if v is not None}
+
+    def to(self, device) -> "Pipeline":
+        self.device = torch.device(device)
+        for s in self.stages.values():
+            s.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={type(v).__name__ if v is not None else None}" for k, v in self._stages.items())
+        return f"Pipeline({inner}, precision={self.precision!r})"
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """``path/pipeline.yaml`` + one stage folder per slot (``mask/``, ``inpaint/``, ``colorize/``)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, stage in self.stages.items():
+            stage.save(path / name, dtype=dtype)
+        meta = {"format": FORMAT, "stages": {k: v.name for k, v in self.stages.items()},
+                "options": {"precision": self.precision, "tile_size": self.tile_size,
+                            "tile_overlap": self.tile_overlap, "context": self.context}}
+        atomic_write_bytes(path / "pipeline.yaml", yaml.safe_dump(meta, sort_keys=False).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **options) -> "Pipeline":
+        """Load a folder written by ``save`` (or a shipped name such as ``"demo"``)."""
+        path = resolve_checkpoint(path)
+        meta_file = path / "pipeline.yaml"
+        if not meta_file.is_file():
+            raise CheckpointError(f"{path}: not a pipeline checkpoint (pipeline.yaml is missing)")
+        try:
+            meta = yaml.safe_load(meta_file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"{meta_file}: unreadable YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("stages", {}), dict):
+            raise CheckpointError(f"{meta_file}: not a pipeline config")
+        stages = {}
+        for name in meta.get("stages", {}):
+            if name not in SLOTS:
+                raise CheckpointError(f"{meta_file}: unknown slot {name!r} (slots: {', '.join(SLOTS)})")
+            stages[name] = Stage.load(path / name)
+        opts = {k: v for k, v in (meta.get("options") or {}).items()
+                if k in ("precision", "tile_size", "tile_overlap", "context")}
+        opts.update(options)
+        return cls(**stages, **opts).to(device)
+
+    # ------------------------------------------------------------------ restore
+    def _need(self, name: str) -> Stage:
+        stage = self._stages.get(name)
+        if stage is None:
+            raise RuntimeError(f"this Pipeline has no {name!r} stage")
+        return stage
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[None, None].to(self.device)
+
+    def detect(self, gray: np.ndarray) -> np.ndarray:
+        """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large)."""
+        stage = self._need("mask")
+        x = self._tensor(gray)
+        with torch.inference_mode(), autocast(self.device, self._precision()):
+            prob = tiled(lambda t: torch.sigmoid(stage(t).float()), x, self.tile_size, self.tile_overlap)
+        return stage.postprocess(prob[0, 0].cpu().numpy() > stage.config["threshold"])
+
+    def fill(self, gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
+        Only a window around the damage (plus ``context`` pixels) goes through the network."""
+        if not mask.any():
+            return gray.copy()
+        stage = self._need("inpaint")
+        ys, xs = np.nonzero(ndimage.binary_dilation(mask, iterations=1) if mask.sum() < 4 else mask)
+        c = self.context
+        y0, y1 = max(0, ys.min() - c), min(gray.shape[0], ys.max() + 1 + c)
+        x0, x1 = max(0, xs.min() - c), min(gray.shape[1], xs.max() + 1 + c)
+        g = self._tensor(gray[y0:y1, x0:x1])
+        m = self._tensor(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
+        with torch.inference_mode(), autocast(self.device, self._precision()):
+            out = tiled(lambda t: stage.composite(t[:, :1], t[:, 1:]), torch.cat([g, m], 1),
+                        self.tile_size, self.tile_overlap)
+        patch = np.clip(np.rint(out[0, 0].float().cpu().numpy() * 255), 0, 255).astype(np.uint8)
+        result = gray.copy()
+        region = mask[y0:y1, x0:x1]
+        result[y0:y1, x0:x1][region] = patch[region]
+        return result
+
+    def color(self, gray: np.ndarray) -> np.ndarray:
+        """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1)."""
+        stage = self._need("colorize")
+        x = self._tensor(gray)
+        with torch.inference_mode(), autocast(self.device, self._precision()):
+            if stage.config.get("work_size"):
+                rgb = stage.predict(x)
+            else:
+                rgb = tiled(stage.predict, x, self.tile_size, self.tile_overlap)
+        return combine_luma(gray, rgb[0].float().permute(1, 2, 0).cpu().numpy() * 255)
+
+    def _precision(self) -> str:
+        return resolve_precision(self.precision, self.device)
+
+    def restore(self, img, mask=None, return_intermediates: bool = False):
+        """Restore one image.
+
+        img: a path, PIL image or uint8 array of any size and mode (colour input is reduced to
+        its gray first). mask: optional (path/PIL/array, nonzero = damaged, same size) — skips
+        detection. Returns a PIL RGB image of the input's size, or with
+        ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``).
+        """
+        gray = to_gray(img)
+        m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray)
+        filled = self.fill(gray, m)
+        image = Image.fromarray(self.color(filled), "RGB")
+        if not return_intermediates:
+            return image
+        return Restoration(image=image, mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
+                           gray=Image.fromarray(filled, "L"))
+
+    def __call__(self, img, mask=None, return_intermediates: bool = False):
+        return self.restore(img, mask=mask, return_intermediates=return_intermediates)
+

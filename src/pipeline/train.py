@@ -1,0 +1,349 @@
+"""Train one stage: ``python -m pipeline.train stage=<mask|inpaint|colorize> [key=value ...]``.
+
+Writes to ``out_dir``: the stage checkpoint (config.yaml + model.safetensors, loadable with
+``Stage.load(out_dir)``), ``train_config.yaml`` (the resolved Hydra config), ``metrics.csv``
+(step, tag, value), ``samples/step_XXXXXXX.png`` grids (input | target | prediction), TensorBoard
+events when available, and ``last/`` (weights + optimizer/scheduler/RNG state for ``resume=true``).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from stages import STAGES, Stage
+from stages.base import atomic_write_bytes
+
+from .device import autocast, resolve_precision, select_device
+
+log = logging.getLogger("pipeline.train")
+_REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = str(_REPO_CONF if _REPO_CONF.is_dir() else Path(__file__).resolve().parent / "conf")
+
+
+class TrainingError(RuntimeError):
+    """A user-facing training failure, reported as one line."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _infinite(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _lr_lambda(cfg):
+    warm, total, floor = int(cfg.warmup_steps), max(1, int(cfg.max_steps)), float(cfg.min_lr_ratio)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+class MetricLog:
+    """Scalars to ``metrics.csv`` (step, tag, value) and, when installed, TensorBoard."""
+
+    def __init__(self, out: Path, tensorboard: bool, resume_step: int = 0):
+        self.path = out / "metrics.csv"
+        if self.path.exists() and resume_step > 0:  # drop rows written after the resumed checkpoint
+            rows = [r for r in csv.reader(open(self.path)) if r and r[0] != "step" and int(r[0]) <= resume_step]
+        else:
+            rows = []
+        with open(self.path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "tag", "value"])
+            w.writerows(rows)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_step or None)
+            except Exception:  # tensorboard not installed: CSV only
+                self.tb = None
+
+    def log(self, step: int, scalars: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            for k, v in scalars.items():
+                w.writerow([step, k, f"{float(v):.6g}"])
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def save_grid(panels: list, path: Path, max_rows: int = 4) -> None:
+    """Panels (list of (B,3,H,W) in [0,1]) -> one PNG: a row per sample, a column per panel."""
+    from PIL import Image
+
+    from .io import save_png
+    rows = []
+    for i in range(min(max_rows, panels[0].shape[0])):
+        rows.append(torch.cat([p[i].float().cpu().clamp(0, 1) for p in panels], 2))
+    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
+    save_png(Image.fromarray((grid * 255).round().astype(np.uint8)), path)
+
+
+def load_upstream(path):
+    """An upstream folder -> a Pipeline (a single stage folder fills one slot)."""
+    from .pipeline import Pipeline, resolve_checkpoint
+    if path is None:
+        return None
+    p = resolve_checkpoint(str(path))
+    if (p / "pipeline.yaml").is_file():
+        pipe = Pipeline.load(p)
+    else:
+        st = Stage.load(p)
+        slot = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize"}.get(st.name)
+        if slot is None:
+            raise TrainingError(f"upstream={path}: a {st.name!r} stage cannot feed this stage")
+        pipe = Pipeline(**{slot: st})
+    for s in pipe.stages.values():
+        s.freeze()
+    return pipe
+
+
+@torch.no_grad()
+def apply_upstream(batch: dict, upstream, stage_name: str) -> dict:
+    """Replace ground-truth-derived inputs by what frozen upstream stages produce."""
+    if upstream is None or stage_name == "mask":
+        return batch
+    batch = dict(batch)
+    if upstream.mask is not None:
+        m = upstream.mask.predict(batch["gray"]).float()
+        batch["mask"] = m
+    if stage_name == "colorize" and upstream.inpaint is not None:
+        batch["restored_gray"] = upstream.inpaint.predict(batch["gray"], batch["mask"])
+    return batch
+
+
+def _to(batch: dict, device, channels_last: bool) -> dict:
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if channels_last and v.ndim == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _save_state(out: Path, stage: Stage, opt, sched, step: int, cfg: DictConfig) -> None:
+    """``out/last``: weights (safetensors) + optimizer/scheduler/RNG/step (torch.save of plain
+    tensors and containers, read back with ``weights_only=True``)."""
+    import io as _io
+    last = out / "last"
+    stage.save(last)
+    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+             "python_rng_pos": random.getstate()[2],
+             "stage": stage.name}
+    buf = _io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(last / "trainer_state.pt", buf.getvalue())
+    atomic_write_bytes(last / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+
+
+def _load_state(out: Path, stage: Stage, opt, sched) -> int:
+    last = out / "last"
+    f = last / "trainer_state.pt"
+    if not f.is_file():
+        return 0
+    from stages import CheckpointError
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{f}: unreadable resume state ({type(e).__name__}: {e})") from None
+    if state.get("stage") != stage.name:
+        raise CheckpointError(f"{last}: resume state is for stage {state.get('stage')!r}, not {stage.name!r}")
+    loaded = type(stage).load(last)
+    stage.load_state_dict(loaded.state_dict())
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
+    return int(state["step"])
+
+
+def run(cfg: DictConfig) -> Path:
+    """Train the configured stage; returns ``out_dir``."""
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    tc = cfg.trainer
+    seed_everything(int(cfg.seed))
+    device = select_device(str(tc.device))
+    precision = resolve_precision(str(tc.precision), device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.stage not in STAGES:
+        raise TrainingError(f"stage={cfg.stage}: unknown (choose from {', '.join(sorted(STAGES))})")
+
+    data = instantiate(cfg.data)
+    stage: Stage = instantiate(cfg.model)
+    if not isinstance(stage, STAGES[cfg.stage]):
+        raise TrainingError(f"model._target_ builds a {type(stage).__name__}, stage={cfg.stage} "
+                            f"needs a {STAGES[cfg.stage].__name__}")
+    if cfg.get("init_from"):
+        stage.load_state_dict(type(stage).load(cfg.init_from).state_dict())
+    stage.to(device)
+    if tc.channels_last:
+        stage.to(memory_format=torch.channels_last)
+    upstream = load_upstream(cfg.get("upstream"))
+    if upstream is not None:
+        upstream.to(device)
+
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    nw = int(tc.num_workers)
+    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), shuffle=True, drop_last=len(data.train) >= int(tc.batch_size),
+                              num_workers=nw, generator=gen, persistent_workers=nw > 0,
+                              pin_memory=device.type == "cuda")
+    val_loader = DataLoader(data.val, batch_size=int(tc.batch_size), shuffle=False, num_workers=0)
+
+    opt = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad], lr=float(tc.lr),
+                            weight_decay=float(tc.weight_decay))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
+    step = _load_state(out, stage, opt, sched) if cfg.resume else 0
+    if cfg.resume and step == 0:
+        log.info("resume=true but %s/last holds no state: starting from step 0", out)
+    if step == 0:
+        stage.prepare(train_loader, int(tc.prepare_batches))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    atomic_write_bytes(out / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    mlog = MetricLog(out, bool(tc.tensorboard), step)
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if hasattr(signal, "SIGTERM") and _main_thread() else {}
+
+    def validate(step: int) -> dict:
+        stage.eval()
+        sums, n = {}, 0
+        first = None
+        for i, batch in enumerate(val_loader):
+            if i >= int(tc.val_batches):
+                break
+            batch = apply_upstream(_to(batch, device, False), upstream, stage.name)
+            with autocast(device, precision):
+                m = stage.metrics(batch)
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+            first = first if first is not None else batch
+        stage.train()
+        res = {f"val/{k}": v / max(1, n) for k, v in sums.items()}
+        if first is not None:
+            with autocast(device, precision):
+                save_grid(stage.visualize(first), out / "samples" / f"step_{step:07d}.png")
+        return res
+
+    stage.train()
+    it = _infinite(train_loader)
+    bar = tqdm(total=int(tc.max_steps), initial=step, disable=not tc.progress, dynamic_ncols=True,
+               desc=f"train {stage.name}", file=sys.stderr)
+    t0, running = time.time(), None
+    try:
+        while step < int(tc.max_steps):
+            batch = apply_upstream(_to(next(it), device, bool(tc.channels_last)), upstream, stage.name)
+            with autocast(device, precision):
+                losses = stage.loss(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                if tc.nonfinite == "skip":
+                    log.warning("step %d: non-finite loss %s, batch skipped", step, float(loss))
+                    opt.zero_grad(set_to_none=True)
+                    continue
+                _save_state(out, stage, opt, sched, step, cfg)
+                raise TrainingError(f"step {step}: loss is {float(loss)} (non-finite); last good state "
+                                    f"saved in {out}/last; lower trainer.lr or set trainer.nonfinite=skip")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(stage.parameters(), float(tc.grad_clip))
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            lv = float(loss.detach())
+            running = lv if running is None else 0.9 * running + 0.1 * lv
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if step % int(tc.log_every) == 0 or step == int(tc.max_steps):
+                mlog.log(step, {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+                         | {"train/lr": sched.get_last_lr()[0],
+                            "train/samples_per_s": step * int(tc.batch_size) / max(1e-9, time.time() - t0)})
+            if step % int(tc.val_every) == 0 or step == int(tc.max_steps):
+                res = validate(step)
+                mlog.log(step, res)
+                bar.write(f"step {step}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in res.items()))
+            if step % int(tc.ckpt_every) == 0 and step < int(tc.max_steps):
+                _save_state(out, stage, opt, sched, step, cfg)
+            if stop["signal"] is not None:
+                _save_state(out, stage, opt, sched, step, cfg)
+                stage.save(out)
+                bar.close()
+                log.warning("stopped by signal %d at step %d; state saved, continue with resume=true",
+                            stop["signal"], step)
+                raise SystemExit(128 + int(stop["signal"]))
+    finally:
+        bar.close()
+        mlog.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    _save_state(out, stage, opt, sched, step, cfg)
+    stage.save(out)
+    log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
+    return out
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+    def _app(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except (TrainingError, FileNotFoundError, ValueError, RuntimeError) as e:
+            from stages import CheckpointError  # noqa: F401  (a ValueError subclass)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _app()
+
+
+if __name__ == "__main__":
+    main()

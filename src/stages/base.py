@@ -1,0 +1,258 @@
+"""The ``Stage`` base class shared by the mask detector, the inpainter and the colorizer.
+
+A stage is an ``nn.Module`` with a training ``loss(batch)``, validation ``metrics(batch)``, an
+inference ``predict(...)``, ``freeze()``/``unfreeze()`` and a folder checkpoint format::
+
+    stage_dir/config.yaml        {format: restore-stage/1, stage: <registry name>, config: {...}}
+    stage_dir/model.safetensors  the state dict (fp32, or fp16 when saved with dtype=float16)
+
+Checkpoints never name code: the ``stage`` key is looked up in ``STAGES``; nothing is unpickled.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+FORMAT = "restore-stage/1"
+STAGES: dict[str, type["Stage"]] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, truncated, of another kind, or names an unknown stage."""
+
+
+def register_stage(name: str):
+    """Class decorator: make a Stage subclass loadable from checkpoints under ``name``."""
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise TypeError(f"{cls!r} is not a Stage subclass")
+        cls.name = name
+        STAGES[name] = cls
+        return cls
+    return deco
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_stage_config(path: str | os.PathLike) -> dict:
+    """Read and validate ``path/config.yaml``; returns ``{"stage": name, "config": {...}}``."""
+    path = Path(path)
+    cfg_file = path / "config.yaml"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a stage checkpoint folder (no such directory)")
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: not a stage checkpoint (config.yaml is missing)")
+    try:
+        meta = yaml.safe_load(cfg_file.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{cfg_file}: unreadable YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or "stage" not in meta or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{cfg_file}: not a stage config (needs 'stage' and a 'config' mapping)")
+    if any(k == "_target_" for k in _walk_keys(meta)):
+        raise CheckpointError(f"{cfg_file}: refusing a checkpoint config that names code (_target_)")
+    if meta["stage"] not in STAGES:
+        raise CheckpointError(f"{cfg_file}: unknown stage {meta['stage']!r} "
+                              f"(known: {', '.join(sorted(STAGES))})")
+    return meta
+
+
+def _walk_keys(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _walk_keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk_keys(v)
+
+
+class Stage(nn.Module):
+    """Base of every stage. Subclasses pass their hyperparameters to ``super().__init__``
+    (they are what ``save`` writes to config.yaml) and implement ``forward``, ``loss``,
+    ``metrics``, ``predict`` and ``visualize``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **config):
+        super().__init__()
+        self.config = dict(config)
+        self._frozen = False
+
+    # ---------------------------------------------------------------- training interface
+    def loss(self, batch: dict) -> dict:
+        """Training losses for a batch (see ``pipeline.data``); must include ``"loss"``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def metrics(self, batch: dict) -> dict:
+        """Validation metrics (floats, higher or lower as named) for a batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visualize(self, batch: dict) -> list:
+        """Panels (input, target, prediction) for a sample grid: list of (B,3,H,W) floats in [0,1]."""
+        raise NotImplementedError
+
+    def prepare(self, loader, max_batches: int = 0) -> None:
+        """Hook run once before training starts (e.g. to estimate data statistics)."""
+
+    def predict(self, *args, **kwargs):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- freezing
+    def freeze(self) -> "Stage":
+        """No gradients, and eval mode (norm statistics fixed) even after a later ``.train()``."""
+        self._frozen = True
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.train(False)
+
+    def unfreeze(self) -> "Stage":
+        self._frozen = False
+        for p in self.parameters():
+            p.requires_grad_(True)
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def train(self, mode: bool = True) -> "Stage":
+        return super().train(mode and not self._frozen)
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write ``path/config.yaml`` and ``path/model.safetensors`` (each atomically).
+
+        ``dtype=torch.float16`` halves the file; floating tensors are restored to fp32 on load.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            state[k] = v.contiguous()
+        from safetensors.torch import save as st_save
+        atomic_write_bytes(path / "model.safetensors", st_save(state, metadata={"format": "pt"}))
+        meta = {"format": FORMAT, "stage": self.name, "config": _plain(self.config)}
+        atomic_write_bytes(path / "config.yaml", yaml.safe_dump(meta, sort_keys=False).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Stage":
+        """Rebuild a stage from a folder written by ``save``. The class comes from the registry
+        (``config.yaml: stage``); ``MaskDetector.load`` refuses a folder holding another stage.
+        """
+        path = Path(path)
+        meta = read_stage_config(path)
+        klass = STAGES[meta["stage"]]
+        if not issubclass(klass, cls):
+            raise CheckpointError(f"{path}: holds a {klass.__name__} ({meta['stage']!r} stage), "
+                                  f"not a {cls.__name__}")
+        config = dict(meta.get("config") or {})
+        config["encoder_weights"] = None  # the weights come from the checkpoint, never a download
+        try:
+            stage = klass(**config)
+        except TypeError as e:
+            raise CheckpointError(f"{path}/config.yaml: invalid {klass.__name__} config ({e})") from None
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise CheckpointError(f"{path}: model.safetensors is missing")
+        try:
+            state = load_file(str(weights), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({e})") from None
+        own = stage.state_dict()
+        state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v)
+                 for k, v in state.items()}
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if missing or unexpected:
+            raise CheckpointError(f"{weights}: weights do not match the config "
+                                  f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        bad = [k for k in own if own[k].shape != state[k].shape]
+        if bad:
+            raise CheckpointError(f"{weights}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
+                                  f"the config expects {tuple(own[bad[0]].shape)}")
+        stage.load_state_dict(state)
+        return stage.to(map_location).eval()
+
+
+def _plain(obj):
+    """Config values as plain YAML types (tuples -> lists, OmegaConf nodes -> containers)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+        if isinstance(obj, (DictConfig, ListConfig)):
+            obj = OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------- shared helpers
+def build_unet(in_channels: int, classes: int, arch: str = "Unet", encoder_name: str = "resnet18",
+               encoder_depth: int = 5, decoder_channels=(256, 128, 64, 32, 16),
+               encoder_weights: str | None = None) -> nn.Module:
+    """An segmentation-models-pytorch network. ``encoder_weights`` other than None downloads
+    pretrained weights; offline that fails with one clear ``RuntimeError`` line.
+    """
+    import segmentation_models_pytorch as smp
+
+    decoder_channels = list(decoder_channels)
+    if len(decoder_channels) != encoder_depth:
+        raise ValueError(f"decoder_channels needs {encoder_depth} entries (encoder_depth), "
+                         f"got {len(decoder_channels)}")
+    kwargs = dict(encoder_name=encoder_name, encoder_depth=encoder_depth, in_channels=in_channels,
+                  classes=classes, encoder_weights=None)
+    if arch.lower() in ("unet", "unetplusplus"):
+        kwargs["decoder_channels"] = decoder_channels
+    if not encoder_weights:
+        return smp.create_model(arch, **kwargs)
+    try:
+        return smp.create_model(arch, **{**kwargs, "encoder_weights": encoder_weights})
+    except Exception as e:  # network errors come in many types (URLError, HF hub, OSError ...)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"cannot fetch {encoder_weights!r} weights for encoder {encoder_name!r} "
+                           f"(offline? use model.encoder_weights=null): {msg}") from None
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad (B,C,H,W) at the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)

@@ -1,0 +1,176 @@
+"""Colorizer: gray -> colour in CIE Lab. The gray stays the structure; the network adds a, b.
+
+Two heads (``mode``):
+- ``classification`` (default): logits over the in-gamut cells of a quantized ab grid
+  (Zhang et al. 2016), class-rebalanced cross-entropy with the ab prior estimated from the
+  training data (``prepare``), decoded by the annealed mean (``temperature``).
+- ``regression``: ab directly, smooth-L1 (tends to flat, brownish colour; kept for comparison).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.color import combine_luma, gray_to_lightness, lab_to_rgb, rgb_to_lab
+
+from .base import Stage, build_unet, pad_to_multiple, register_stage
+
+AB_RANGE = 110.0
+
+
+def ab_grid(bin_size: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """In-gamut ab cell centres (Q,2), a (G*G,) lookup from grid cell to nearest in-gamut
+    class, and the grid side G. A cell is in gamut if some L in [0,100] maps it into sRGB.
+    """
+    axis = torch.arange(-AB_RANGE, AB_RANGE + 1e-6, bin_size)
+    g = len(axis)
+    a, b = torch.meshgrid(axis, axis, indexing="ij")
+    L = torch.linspace(0, 100, 101)
+    lab = torch.stack([L.view(-1, 1, 1).expand(-1, g, g), a.expand(101, -1, -1), b.expand(101, -1, -1)], 1)
+    rgb = lab_to_rgb(lab, clip=False)  # (101,3,g,g)
+    ok = ((rgb >= -1e-3) & (rgb <= 1 + 1e-3)).all(1).any(0).flatten()
+    grid = torch.stack([a.flatten(), b.flatten()], 1)
+    centers = grid[ok]
+    lut = torch.cdist(grid, centers).argmin(1)
+    return centers, lut, g
+
+
+@register_stage("colorize")
+class Colorizer(Stage):
+    """Gray (B,1,H,W) in [0,1] -> ab logits (B,Q,H,W) or ab (B,2,H,W) (``mode``).
+
+    ``predict`` returns unclipped RGB (B,3,H,W) in [0,1]-ish; ``colorize`` returns the uint8
+    image whose PIL gray equals the input (``pipeline.color.combine_luma``).
+    """
+
+    def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
+                 decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
+                 mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
+                 rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
+                 saturation: float = 1.0):
+        if mode not in ("classification", "regression"):
+            raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
+        super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
+                         decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
+                         mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
+                         l1_weight=l1_weight, work_size=work_size, saturation=saturation)
+        centers, lut, g = ab_grid(bin_size)
+        self.grid_side = g
+        self.register_buffer("centers", centers)
+        self.register_buffer("lut", lut)
+        self.register_buffer("prior", torch.full((len(centers),), 1.0 / len(centers)))
+        out = len(centers) if mode == "classification" else 2
+        self.net = build_unet(1, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        self.multiple = 2 ** encoder_depth
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.centers)
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
+        return self.net(x)[..., :h, :w]
+
+    # ----------------------------------------------------------------- ab <-> classes
+    def classes_of(self, ab: torch.Tensor) -> torch.Tensor:
+        """(B,2,H,W) ab -> (B,H,W) class index of the nearest in-gamut cell."""
+        g = self.grid_side
+        idx = ((ab + AB_RANGE) / self.config["bin_size"]).round().long().clamp(0, g - 1)
+        return self.lut[idx[:, 0] * g + idx[:, 1]]
+
+    def class_weights(self) -> torch.Tensor:
+        lam = self.config["rebalance"]
+        w = 1.0 / ((1 - lam) * self.prior + lam / self.num_classes)
+        return w / (w * self.prior).sum()  # expected weight under the prior is 1
+
+    def decode(self, out: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Network output -> ab (B,2,H,W). Classification: annealed mean of the softmax."""
+        if self.config["mode"] == "regression":
+            return out.float() * AB_RANGE
+        t = self.config["temperature"] if temperature is None else temperature
+        p = torch.softmax(out.float() / t, 1)
+        return torch.einsum("bqhw,qc->bchw", p, self.centers)
+
+    # ----------------------------------------------------------------- training
+    def prepare(self, loader, max_batches: int = 50) -> None:
+        """Estimate the ab prior (class frequencies) from up to ``max_batches`` training batches."""
+        if self.config["mode"] != "classification" or max_batches <= 0:
+            return
+        counts = torch.zeros_like(self.prior, dtype=torch.float64)
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            ab = rgb_to_lab(batch["rgb"].to(self.prior.device))[:, 1:]
+            counts += torch.bincount(self.classes_of(ab).flatten(), minlength=self.num_classes).double()
+        if counts.sum() > 0:
+            p = counts / counts.sum()
+            p = (p + 1e-4) / (p + 1e-4).sum()   # cells never seen keep a small mass
+            self.prior.copy_(p.float())
+
+    def loss(self, batch: dict) -> dict:
+        gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
+        ab = rgb_to_lab(rgb)[:, 1:]
+        out = self(gray).float()
+        terms = {}
+        if self.config["mode"] == "classification":
+            cls = self.classes_of(ab)
+            ce = F.cross_entropy(out, cls, reduction="none")
+            terms["ce"] = (ce * self.class_weights()[cls]).mean()
+            loss = terms["ce"]
+            if self.config["l1_weight"] > 0:
+                terms["l1_ab"] = F.smooth_l1_loss(self.decode(out, 1.0) / AB_RANGE, ab / AB_RANGE)
+                loss = loss + self.config["l1_weight"] * terms["l1_ab"]
+        else:
+            terms["l1_ab"] = F.smooth_l1_loss(out, ab / AB_RANGE)
+            loss = terms["l1_ab"]
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    @torch.no_grad()
+    def metrics(self, batch: dict) -> dict:
+        from pipeline.metrics import hue_correlation
+        gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
+        ab_true = rgb_to_lab(rgb)[:, 1:]
+        ab = self.decode(self(gray))
+        imgs = self.colorize(gray)
+        gt = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        c = [hue_correlation(g, p) for g, p in zip(gt, imgs)]
+        chroma = ab.norm(dim=1).mean() / ab_true.norm(dim=1).mean().clamp(min=1e-6)
+        return {"l1_ab": float((ab - ab_true).abs().mean()), "C": float(np.mean(c)),
+                "chroma_ratio": float(chroma)}
+
+    # ----------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def predict_ab(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] -> (B,2,H,W) ab, computed at most at ``work_size`` (ab is
+        smooth; the full-resolution gray carries the detail) and upsampled."""
+        h, w = gray.shape[-2:]
+        ws = self.config["work_size"]
+        x = gray
+        if ws and max(h, w) > ws:
+            s = ws / max(h, w)
+            x = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))),
+                              mode="bilinear", align_corners=False, antialias=True)
+        ab = self.decode(self(x)) * self.config["saturation"]
+        if ab.shape[-2:] != (h, w):
+            ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
+        return ab
+
+    @torch.inference_mode()
+    def predict(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] -> (B,3,H,W) RGB (unclipped; combine with the gray next)."""
+        ab = self.predict_ab(gray)
+        lab = torch.cat([gray_to_lightness(gray.float()), ab], 1)
+        return lab_to_rgb(lab, clip=False)
+
+    def colorize(self, gray: torch.Tensor) -> np.ndarray:
+        """(B,1,H,W) gray in [0,1] -> (B,H,W,3) uint8 RGB whose PIL gray equals the input."""
+        rgb = self.predict(gray).permute(0, 2, 3, 1).cpu().numpy() * 255
+        g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
+        return np.stack([combine_luma(g, c) for g, c in zip(g8, rgb)])
+
+    @torch.no_grad()
+    def visualize(self, batch: dict) -> list:
+        gray = batch.get("restored_gray", batch["target_gray"])
+        out = torch.from_numpy(self.colorize(gray)).permute(0, 3, 1, 2).float() / 255
+        return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), out.to(gray.device)]

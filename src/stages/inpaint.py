@@ -1,0 +1,80 @@
+"""Inpainter: fill the damaged region of a gray image; pixels outside the mask are kept."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+
+from .base import Stage, build_unet, pad_to_multiple, register_stage
+
+
+@register_stage("inpaint")
+class Inpainter(Stage):
+    """(gray (B,1,H,W) in [0,1], mask (B,1,H,W) in {0,1}) -> composited gray (B,1,H,W) in [0,1].
+
+    The network sees the gray with the hole blanked to 0.5 plus the mask (2 channels) and
+    predicts the full gray; the output is ``mask * prediction + (1 - mask) * gray``.
+    Loss: L1 weighted towards the hole + ``ssim_weight * (1 - SSIM)`` of the composite.
+    """
+
+    def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
+                 decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
+                 hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
+                 dilate: int = 0):
+        super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
+                         decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
+                         hole_weight=hole_weight, valid_weight=valid_weight,
+                         ssim_weight=ssim_weight, dilate=dilate)
+        self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        self.multiple = 2 ** encoder_depth
+
+    def _grow(self, mask: torch.Tensor) -> torch.Tensor:
+        k = int(self.config["dilate"])
+        return F.max_pool2d(mask, 2 * k + 1, 1, k) if k > 0 else mask
+
+    def forward(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Raw network output (B,1,H,W) in [0,1], before compositing."""
+        mask = mask.to(gray.dtype)
+        x = torch.cat([(gray * (1 - mask) + 0.5 * mask) * 2 - 1, mask * 2 - 1], 1)
+        x, (h, w) = pad_to_multiple(x, self.multiple)
+        return torch.sigmoid(self.net(x)[..., :h, :w])
+
+    def composite(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(gray.dtype)
+        return mask * self(gray, self._grow(mask)) + (1 - mask) * gray
+
+    def loss(self, batch: dict) -> dict:
+        gray, mask, target = batch["gray"], batch["mask"], batch["target_gray"]
+        pred = self(gray, self._grow(mask)).float()
+        err = (pred - target).abs()
+        hole = (err * mask).sum() / mask.sum().clamp(min=1)
+        valid = (err * (1 - mask)).sum() / (1 - mask).sum().clamp(min=1)
+        comp = mask * pred + (1 - mask) * target
+        s = ssim(comp, target, data_range=1.0, size_average=True, win_size=min(11, _odd(gray.shape[-1])))
+        loss = (self.config["hole_weight"] * hole + self.config["valid_weight"] * valid
+                + self.config["ssim_weight"] * (1 - s))
+        return {"loss": loss, "l1_hole": hole.detach(), "l1_valid": valid.detach(), "ssim": s.detach()}
+
+    @torch.no_grad()
+    def metrics(self, batch: dict) -> dict:
+        mask, target = batch["mask"], batch["target_gray"]
+        out = self.predict(batch["gray"], mask)
+        n = mask.sum().clamp(min=1)
+        l1 = ((out - target).abs() * mask).sum() / n
+        mse = (((out - target) ** 2) * mask).sum() / n
+        return {"l1_hole": float(l1), "psnr_hole": float(10 * torch.log10(1 / mse.clamp(min=1e-10)))}
+
+    @torch.inference_mode()
+    def predict(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Composited gray (B,1,H,W) in [0,1]; identical to ``gray`` where ``mask`` is 0."""
+        return self.composite(gray, mask.to(gray.dtype)).float().clamp(0, 1)
+
+    @torch.no_grad()
+    def visualize(self, batch: dict) -> list:
+        out = self.predict(batch["gray"], batch["mask"])
+        rep = lambda t: t.float().expand(-1, 3, -1, -1)  # noqa: E731
+        return [rep(batch["gray"]), rep(batch["target_gray"]), rep(out)]
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 else n - 1
