@@ -133,13 +133,17 @@ class DaconPairs(Dataset):
 
 # ----------------------------------------------------------------------- Hydra data modules
 class PhotoData:
-    """``data=photos``: every jpg/png/tif/bmp under ``root`` (recursive), synthetic damage."""
+    """``data=photos``: every jpg/png/tif/bmp under ``root`` (a folder or a list of folders,
+    recursive), with synthetic damage."""
 
     def __init__(self, root, image_size: int = 256, val_fraction: float = 0.05, seed: int = 0,
                  max_files: int | None = None, damage: dict | None = None):
-        if root is None or not Path(os.path.expanduser(str(root))).exists():
-            raise FileNotFoundError(f"data.root={root}: no such folder")
-        files = list_images(os.path.expanduser(str(root)))
+        roots = [root] if isinstance(root, (str, os.PathLike)) or root is None else list(root)
+        files = []
+        for r in roots:
+            if r is None or not Path(os.path.expanduser(str(r))).exists():
+                raise FileNotFoundError(f"data.root={r}: no such folder")
+            files += list_images(os.path.expanduser(str(r)))
         if not files:
             raise FileNotFoundError(f"data.root={root}: no images (jpg/png/tif/bmp) found")
         if max_files:

@@ -147,8 +147,9 @@ class Pipeline:
         stage = self._need("mask")
         x = self._tensor(gray)
         with torch.inference_mode(), autocast(self.device, self._precision()):
-            prob = tiled(lambda t: torch.sigmoid(stage(t).float()), x, self.tile_size, self.tile_overlap)
-        return stage.postprocess(prob[0, 0].cpu().numpy() > stage.config["threshold"])
+            prob = tiled(stage.probabilities, x, self.tile_size, self.tile_overlap) \
+                if not stage.config.get("work_size") else stage.probabilities(x)
+        return stage.postprocess(prob[0, 0].cpu().numpy() > stage.config["threshold"], gray)
 
     def fill(self, gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
@@ -163,8 +164,11 @@ class Pipeline:
         g = self._tensor(gray[y0:y1, x0:x1])
         m = self._tensor(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
         with torch.inference_mode(), autocast(self.device, self._precision()):
-            out = tiled(lambda t: stage.composite(t[:, :1], t[:, 1:]), torch.cat([g, m], 1),
-                        self.tile_size, self.tile_overlap)
+            if stage.config.get("work_size"):
+                out = stage.composite(g, m)
+            else:
+                out = tiled(lambda t: stage.composite(t[:, :1], t[:, 1:]), torch.cat([g, m], 1),
+                            self.tile_size, self.tile_overlap)
         patch = np.clip(np.rint(out[0, 0].float().cpu().numpy() * 255), 0, 255).astype(np.uint8)
         result = gray.copy()
         region = mask[y0:y1, x0:x1]

@@ -195,6 +195,8 @@ def run(cfg: DictConfig) -> Path:
     from tqdm.auto import tqdm
 
     tc = cfg.trainer
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc.threads))
     seed_everything(int(cfg.seed))
     device = select_device(str(tc.device))
     precision = resolve_precision(str(tc.precision), device)

@@ -256,3 +256,20 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     if ph or pw:
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
     return x, (h, w)
+
+
+def shrink(x: torch.Tensor, work_size: int | None) -> torch.Tensor:
+    """Area-downscale (B,C,H,W) so its longer side is at most ``work_size`` (None: unchanged)."""
+    h, w = x.shape[-2:]
+    if not work_size or max(h, w) <= work_size:
+        return x
+    s = work_size / max(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return torch.nn.functional.interpolate(x, size=size, mode="area")
+
+
+def grow(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsample (B,C,h,w) to ``size`` (no-op when already that size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.color import combine_luma, gray_to_lightness, lab_to_rgb, rgb_to_lab
+from pipeline.metrics import hue_correlation
 
 from .base import Stage, build_unet, pad_to_multiple, register_stage
 
@@ -62,6 +63,9 @@ class Colorizer(Stage):
         self.register_buffer("prior", torch.full((len(centers),), 1.0 / len(centers)))
         out = len(centers) if mode == "classification" else 2
         self.net = build_unet(1, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        head = self.net.segmentation_head[0]
+        # a 1x1 head: a 3x3 conv to Q=~227 classes at full resolution would cost more than the rest
+        self.net.segmentation_head[0] = torch.nn.Conv2d(head.in_channels, out, kernel_size=1)
         self.multiple = 2 ** encoder_depth
 
     @property
@@ -89,7 +93,7 @@ class Colorizer(Stage):
         if self.config["mode"] == "regression":
             return out.float() * AB_RANGE
         t = self.config["temperature"] if temperature is None else temperature
-        p = torch.softmax(out.float() / t, 1)
+        p = torch.softmax(out.float().contiguous() / t, 1)
         return torch.einsum("bqhw,qc->bchw", p, self.centers)
 
     # ----------------------------------------------------------------- training
@@ -128,11 +132,10 @@ class Colorizer(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
-        from pipeline.metrics import hue_correlation
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         ab_true = rgb_to_lab(rgb)[:, 1:]
-        ab = self.decode(self(gray))
-        imgs = self.colorize(gray)
+        ab = self.predict_ab(gray)
+        imgs = self.colorize(gray, ab=ab)
         gt = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         c = [hue_correlation(g, p) for g, p in zip(gt, imgs)]
         chroma = ab.norm(dim=1).mean() / ab_true.norm(dim=1).mean().clamp(min=1e-6)
@@ -157,15 +160,15 @@ class Colorizer(Stage):
         return ab
 
     @torch.inference_mode()
-    def predict(self, gray: torch.Tensor) -> torch.Tensor:
+    def predict(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,3,H,W) RGB (unclipped; combine with the gray next)."""
-        ab = self.predict_ab(gray)
+        ab = self.predict_ab(gray) if ab is None else ab
         lab = torch.cat([gray_to_lightness(gray.float()), ab], 1)
         return lab_to_rgb(lab, clip=False)
 
-    def colorize(self, gray: torch.Tensor) -> np.ndarray:
+    def colorize(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> np.ndarray:
         """(B,1,H,W) gray in [0,1] -> (B,H,W,3) uint8 RGB whose PIL gray equals the input."""
-        rgb = self.predict(gray).permute(0, 2, 3, 1).cpu().numpy() * 255
+        rgb = self.predict(gray, ab).permute(0, 2, 3, 1).cpu().numpy() * 255
         g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
         return np.stack([combine_luma(g, c) for g, c in zip(g8, rgb)])
 

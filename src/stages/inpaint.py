@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from .base import Stage, build_unet, pad_to_multiple, register_stage
+from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
 
 
 @register_stage("inpaint")
@@ -20,11 +20,11 @@ class Inpainter(Stage):
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
-                 dilate: int = 0):
+                 dilate: int = 0, work_size: int | None = None):
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          hole_weight=hole_weight, valid_weight=valid_weight,
-                         ssim_weight=ssim_weight, dilate=dilate)
+                         ssim_weight=ssim_weight, dilate=dilate, work_size=work_size)
         self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         self.multiple = 2 ** encoder_depth
 
@@ -40,8 +40,16 @@ class Inpainter(Stage):
         return torch.sigmoid(self.net(x)[..., :h, :w])
 
     def composite(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask * prediction + (1 - mask) * gray``; the network runs at most at ``work_size``
+        (on an area-downscaled copy whose mask covers every partly damaged pixel)."""
         mask = mask.to(gray.dtype)
-        return mask * self(gray, self._grow(mask)) + (1 - mask) * gray
+        ws = self.config["work_size"]
+        g, m = shrink(gray, ws), shrink(mask, ws)
+        if m.shape != mask.shape:
+            m = (m > 0).to(gray.dtype)
+            g = g * (1 - m) + 0.5 * m   # keep fill-value bleed out of the small copy
+        pred = grow(self(g, self._grow(m)), gray.shape[-2:])
+        return mask * pred + (1 - mask) * gray
 
     def loss(self, batch: dict) -> dict:
         gray, mask, target = batch["gray"], batch["mask"], batch["target_gray"]

@@ -7,26 +7,33 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .base import Stage, build_unet, pad_to_multiple, register_stage
+from pipeline.metrics import mask_iou_f1
+
+from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
 
 
 @register_stage("mask")
 class MaskDetector(Stage):
     """Damaged gray (B,1,H,W) in [0,1] -> mask logits (B,1,H,W).
 
-    Loss: BCE + Dice. ``predict`` thresholds the probability and, with ``keep_largest``
-    (competition images carry exactly one damaged shape), keeps the largest connected
-    component and fills its holes.
+    Loss: BCE + Dice. ``predict`` runs the network at most at ``work_size`` (the mask is a
+    smooth shape), upsamples the probability, thresholds it and post-processes at full
+    resolution: ``refine`` snaps the edge to the constant fill (when most predicted pixels share
+    one gray in [0, ``max_fill``], the mask becomes the connected pixels of that gray within
+    ``refine_band`` px of the prediction), ``keep_largest`` keeps one component (competition
+    images carry exactly one shape) and ``fill_holes`` fills it.
     """
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  bce_weight: float = 1.0, dice_weight: float = 1.0, threshold: float = 0.5,
-                 keep_largest: bool = True, fill_holes: bool = True):
+                 keep_largest: bool = True, fill_holes: bool = True, work_size: int | None = None,
+                 refine: bool = True, refine_band: int = 6, max_fill: int = 100):
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          bce_weight=bce_weight, dice_weight=dice_weight, threshold=threshold,
-                         keep_largest=keep_largest, fill_holes=fill_holes)
+                         keep_largest=keep_largest, fill_holes=fill_holes, work_size=work_size,
+                         refine=refine, refine_band=refine_band, max_fill=max_fill)
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         self.multiple = 2 ** encoder_depth
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
@@ -45,32 +52,62 @@ class MaskDetector(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
-        pred = self.predict(batch["gray"])
-        from pipeline.metrics import mask_iou_f1
-        iou, f1 = zip(*(mask_iou_f1(t[0].cpu().numpy() > 0.5, p[0].cpu().numpy())
-                        for t, p in zip(batch["mask"], pred)))
+        pred = self.predict(batch["gray"]).cpu().numpy()
+        iou, f1 = zip(*(mask_iou_f1(t[0].cpu().numpy() > 0.5, p[0]) for t, p in zip(batch["mask"], pred)))
         return {"iou": float(np.mean(iou)), "f1": float(np.mean(f1))}
+
+    @torch.inference_mode()
+    def probabilities(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage probability (network at ``work_size``)."""
+        return grow(torch.sigmoid(self(shrink(gray, self.config["work_size"])).float()), gray.shape[-2:])
 
     @torch.inference_mode()
     def predict(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) bool mask (post-processed)."""
-        prob = torch.sigmoid(self(gray).float())
-        masks = (prob > self.config["threshold"]).cpu().numpy()
-        out = np.stack([self.postprocess(m[0])[None] for m in masks])
+        masks = (self.probabilities(gray) > self.config["threshold"]).cpu().numpy()
+        g8 = (gray.float().cpu().numpy() * 255).round().astype(np.uint8)
+        out = np.stack([self.postprocess(m[0], g[0])[None] for m, g in zip(masks, g8)])
         return torch.from_numpy(out).to(gray.device)
 
-    def postprocess(self, mask: np.ndarray) -> np.ndarray:
-        """(H,W) bool -> (H,W) bool: largest component (optional), holes filled (optional)."""
+    def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
+        """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: refined, largest component, filled."""
         if self.config["keep_largest"] and mask.any():
-            lab, n = ndimage.label(mask)
-            if n > 1:
-                mask = lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+            mask = _largest(mask)
+        if self.config["refine"] and gray is not None and mask.any():
+            mask = self.refine(mask, gray)
         if self.config["fill_holes"]:
             mask = ndimage.binary_fill_holes(mask)
         return mask
+
+    def refine(self, mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
+        """Snap a predicted mask to the constant fill it covers (see the class docstring)."""
+        vals = gray[mask]
+        counts = np.bincount(vals, minlength=256)
+        v = int(counts.argmax())
+        if v > self.config["max_fill"] or counts[v] < 0.6 * len(vals):
+            return mask  # not a constant fill (textured damage): keep the network's mask
+        band = ndimage.binary_dilation(mask, iterations=int(self.config["refine_band"]))
+        cand = (gray == v) & band
+        lab, n = ndimage.label(cand)
+        if n == 0:
+            return mask
+        hit = np.bincount(lab[mask & cand], minlength=n + 1)
+        keep = hit > 0
+        keep[0] = False
+        refined = ndimage.binary_fill_holes(keep[lab])
+        inter = np.logical_and(refined, mask).sum()
+        union = np.logical_or(refined, mask).sum()
+        return refined if union and inter / union > 0.5 else mask
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
         pred = self.predict(batch["gray"]).float()
         rep = lambda t: t.float().expand(-1, 3, -1, -1)  # noqa: E731
         return [rep(batch["gray"]), rep(batch["mask"]), rep(pred)]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
