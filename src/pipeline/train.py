@@ -190,7 +190,6 @@ def _load_state(out: Path, stage: Stage, opt, sched) -> int:
 
 def run(cfg: DictConfig) -> Path:
     """Train the configured stage; returns ``out_dir``."""
-    from hydra.utils import instantiate
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -205,8 +204,8 @@ def run(cfg: DictConfig) -> Path:
     if cfg.stage not in STAGES:
         raise TrainingError(f"stage={cfg.stage}: unknown (choose from {', '.join(sorted(STAGES))})")
 
-    data = instantiate(cfg.data)
-    stage: Stage = instantiate(cfg.model)
+    data = _instantiate(cfg.data, "data")
+    stage: Stage = _instantiate(cfg.model, "model")
     if not isinstance(stage, STAGES[cfg.stage]):
         raise TrainingError(f"model._target_ builds a {type(stage).__name__}, stage={cfg.stage} "
                             f"needs a {STAGES[cfg.stage].__name__}")
@@ -270,7 +269,7 @@ def run(cfg: DictConfig) -> Path:
     it = _infinite(train_loader)
     bar = tqdm(total=int(tc.max_steps), initial=step, disable=not tc.progress, dynamic_ncols=True,
                desc=f"train {stage.name}", file=sys.stderr)
-    t0, running = time.time(), None
+    t0, start_step, running = time.time(), step, None
     try:
         while step < int(tc.max_steps):
             batch = apply_upstream(_to(next(it), device, bool(tc.channels_last)), upstream, stage.name)
@@ -301,7 +300,7 @@ def run(cfg: DictConfig) -> Path:
             if step % int(tc.log_every) == 0 or step == int(tc.max_steps):
                 mlog.log(step, {f"train/{k}": float(v.detach()) for k, v in losses.items()}
                          | {"train/lr": sched.get_last_lr()[0],
-                            "train/samples_per_s": step * int(tc.batch_size) / max(1e-9, time.time() - t0)})
+                            "train/samples_per_s": (step - start_step) * int(tc.batch_size) / max(1e-9, time.time() - t0)})
             if step % int(tc.val_every) == 0 or step == int(tc.max_steps):
                 res = validate(step)
                 mlog.log(step, res)
@@ -324,6 +323,18 @@ def run(cfg: DictConfig) -> Path:
     stage.save(out)
     log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
     return out
+
+
+def _instantiate(node, what: str):
+    """``hydra.utils.instantiate`` with the underlying error as one TrainingError line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise TrainingError(f"{what}: {msg}") from None
 
 
 def _main_thread() -> bool:

@@ -241,7 +241,11 @@ def build_unet(in_channels: int, classes: int, arch: str = "Unet", encoder_name:
         kwargs["decoder_channels"] = decoder_channels
     if not encoder_weights:
         return smp.create_model(arch, **kwargs)
+    import logging
+    import socket
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # one line from us, not retries
     try:
+        socket.getaddrinfo("huggingface.co", 443)  # fail fast offline instead of retrying for ~30 s
         return smp.create_model(arch, **{**kwargs, "encoder_weights": encoder_weights})
     except Exception as e:  # network errors come in many types (URLError, HF hub, OSError ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -8,6 +8,8 @@ Two heads (``mode``):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,13 +51,14 @@ class Colorizer(Stage):
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
-                 saturation: float = 1.0):
+                 saturation: float = 1.0, head_stride: int = 4):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
-                         l1_weight=l1_weight, work_size=work_size, saturation=saturation)
+                         l1_weight=l1_weight, work_size=work_size, saturation=saturation,
+                         head_stride=head_stride)
         centers, lut, g = ab_grid(bin_size)
         self.grid_side = g
         self.register_buffer("centers", centers)
@@ -64,17 +67,31 @@ class Colorizer(Stage):
         out = len(centers) if mode == "classification" else 2
         self.net = build_unet(1, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         head = self.net.segmentation_head[0]
-        # a 1x1 head: a 3x3 conv to Q=~227 classes at full resolution would cost more than the rest
-        self.net.segmentation_head[0] = torch.nn.Conv2d(head.in_channels, out, kernel_size=1)
-        self.multiple = 2 ** encoder_depth
+        # Colour is smooth: a 1x1 head on ``head_stride``-pooled features. Softmax/cross-entropy
+        # over ~227 classes at full resolution would cost more than the rest of the network.
+        self.net.segmentation_head[0] = torch.nn.Sequential(
+            torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
+            torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
+        self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
 
     @property
     def num_classes(self) -> int:
         return len(self.centers)
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) -> (B,Q or 2,ceil(H/s),ceil(W/s)) with s = ``head_stride``."""
+        s = self.config["head_stride"]
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
-        return self.net(x)[..., :h, :w]
+        return self.net(x)[..., :-(-h // s), :-(-w // s)]
+
+    def _target_ab(self, rgb: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """True ab (B,2,H,W) of ``rgb``, area-averaged to the output grid of ``like``."""
+        ab = rgb_to_lab(rgb)[:, 1:]
+        s = self.config["head_stride"]
+        if s > 1:
+            ab, _ = pad_to_multiple(ab, s)
+            ab = F.avg_pool2d(ab, s)[..., :like.shape[-2], :like.shape[-1]]
+        return ab
 
     # ----------------------------------------------------------------- ab <-> classes
     def classes_of(self, ab: torch.Tensor) -> torch.Tensor:
@@ -106,6 +123,8 @@ class Colorizer(Stage):
             if i >= max_batches:
                 break
             ab = rgb_to_lab(batch["rgb"].to(self.prior.device))[:, 1:]
+            s = self.config["head_stride"]
+            ab = F.avg_pool2d(ab, s) if s > 1 and min(ab.shape[-2:]) >= s else ab
             counts += torch.bincount(self.classes_of(ab).flatten(), minlength=self.num_classes).double()
         if counts.sum() > 0:
             p = counts / counts.sum()
@@ -114,8 +133,8 @@ class Colorizer(Stage):
 
     def loss(self, batch: dict) -> dict:
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
-        ab = rgb_to_lab(rgb)[:, 1:]
         out = self(gray).float()
+        ab = self._target_ab(rgb, out)
         terms = {}
         if self.config["mode"] == "classification":
             cls = self.classes_of(ab)

@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = dict(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8])
+TINY_OVERRIDES = ["model.encoder_name=tu-mobilenetv3_small_050", "model.encoder_depth=3",
+                  "model.decoder_channels=[16,8,8]"]
+
+
+def tiny(cls, **kw):
+    torch.manual_seed(0)
+    return cls(**{**TINY, **kw}).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    from pipeline import Pipeline
+    from stages import Colorizer, Inpainter, MaskDetector
+    return Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def colourful(h=64, w=64, seed=0):
+    """A smooth, saturated colour image (uint8 RGB)."""
+    r = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    ch = [np.sin(2 * np.pi * (x * r.uniform(1, 3) + y * r.uniform(0, 2) + r.uniform())) for _ in range(3)]
+    return ((np.stack(ch, -1) * 0.5 + 0.5) * 255).astype(np.uint8)

@@ -1,0 +1,62 @@
+"""Compose every stage x data config group with Hydra, and instantiate what they name."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+
+from pipeline.train import CONF_DIR
+from stages import STAGES
+from tests.conftest import TINY_OVERRIDES
+
+STAGE_NAMES = sorted(p.stem for p in (Path(CONF_DIR) / "stage").glob("*.yaml"))
+DATA_NAMES = sorted(p.stem for p in (Path(CONF_DIR) / "data").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def make_dacon(root: Path, n=3, size=64):
+    from pipeline.color import pil_gray
+    from pipeline.damage import apply_damage, random_damage
+    from tests.conftest import colourful
+    (root / "train_input").mkdir(parents=True)
+    (root / "train_gt").mkdir()
+    lines = ["ID,input_image_path,gt_image_path"]
+    for i in range(n):
+        rgb = colourful(size, size, i)
+        d = random_damage(size, size, np.random.default_rng(i))
+        Image.fromarray(rgb).save(root / f"train_gt/TRAIN_{i:05d}.png")
+        Image.fromarray(apply_damage(pil_gray(rgb), d)).save(root / f"train_input/TRAIN_{i:05d}.png")
+        lines.append(f"TRAIN_{i:05d},./train_input/TRAIN_{i:05d}.png,./train_gt/TRAIN_{i:05d}.png")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_groups_exist():
+    assert set(STAGE_NAMES) == set(STAGES) and {"samples", "photos", "dacon"} <= set(DATA_NAMES)
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+@pytest.mark.parametrize("data", DATA_NAMES)
+def test_compose_every_stage_and_data(stage, data, tmp_path):
+    from pipeline.data import SAMPLES_DIR
+    root = {"samples": [], "photos": [f"data.root={SAMPLES_DIR}"],
+            "dacon": [f"data.root={make_dacon(tmp_path / 'd')}"]}[data]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"stage={stage}", f"data={data}", "trainer.image_size=64",
+                                          *TINY_OVERRIDES, *root])
+    assert cfg.stage == stage and cfg.trainer.image_size == 64
+    model = instantiate(cfg.model)
+    assert isinstance(model, STAGES[stage])
+    ds = instantiate(cfg.data)
+    item = ds.train[0]
+    assert item["gray"].shape == (1, 64, 64) and item["rgb"].shape == (3, 64, 64)
+    assert len(ds.val) >= 1
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_compose_experiments(exp):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={exp}", "data.root=/nowhere"])
+    assert cfg.stage in STAGES and cfg.model._target_.split(".")[-1] == STAGES[cfg.stage].__name__

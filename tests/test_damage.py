@@ -1,0 +1,49 @@
+import numpy as np
+
+from pipeline.damage import SHAPES, apply_damage, mask_from_pair, random_damage, rule_mask
+
+
+def test_damage_statistics_over_many_seeds():
+    fracs, fills, kinds = [], [], set()
+    for seed in range(300):
+        d = random_damage(128, 128, np.random.default_rng(seed))
+        fracs.append(d.mask.mean())
+        fills.append(d.fill)
+        kinds.add(d.shape)
+    fracs = np.array(fracs)
+    assert fracs.min() >= 0.009 and fracs.max() <= 0.16
+    assert fracs.max() - fracs.min() > 0.1  # the whole range is used
+    assert min(fills) >= 0 and max(fills) <= 100 and len(set(fills)) > 50
+    assert kinds == set(SHAPES)
+
+
+def test_damage_is_seeded():
+    a = random_damage(96, 80, np.random.default_rng(7))
+    b = random_damage(96, 80, np.random.default_rng(7))
+    assert np.array_equal(a.mask, b.mask) and a.fill == b.fill and a.mask.shape == (96, 80)
+
+
+def test_one_connected_shape_per_image():
+    from scipy import ndimage
+    for seed in range(40):
+        d = random_damage(128, 128, np.random.default_rng(seed), shapes=("rectangle", "ellipse", "triangle"))
+        assert ndimage.label(d.mask, structure=np.ones((3, 3)))[1] == 1
+
+
+def test_mask_from_pair_fills_holes():
+    gray = np.full((32, 32), 200, np.uint8)
+    gray[10:20, 10:20] = 40          # true pixels inside the shape equal to the fill value
+    gray[14, 14] = 40
+    damaged = gray.copy()
+    damaged[8:24, 8:24] = 40
+    naive = damaged != gray
+    assert not naive[14, 14] and not naive[12, 12]
+    m = mask_from_pair(damaged, gray)
+    assert m[8:24, 8:24].all() and m.sum() == 16 * 16
+
+
+def test_rule_mask_finds_a_constant_fill(rng):
+    gray = rng.integers(120, 256, (64, 64), dtype=np.uint8)
+    d = random_damage(64, 64, np.random.default_rng(3))
+    out = rule_mask(apply_damage(gray, d))
+    assert (out == d.mask).mean() > 0.99

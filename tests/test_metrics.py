@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from pipeline.color import pil_gray
+from pipeline.metrics import hue_correlation, mask_iou_f1, psnr, score
+from tests.conftest import colourful
+
+
+def test_identical_images_score_one():
+    img = colourful(64, 64)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:40] = True
+    s = score(img, img, mask)
+    assert s["S"] == pytest.approx(1.0) and s["M"] == pytest.approx(1.0) and s["C"] == pytest.approx(1.0)
+    assert s["score"] == pytest.approx(1.0)
+
+
+def test_gray_copy_of_colourful_image_has_no_hue():
+    import cv2
+    hsv = np.zeros((64, 64, 3), np.uint8)
+    hsv[..., 0] = np.linspace(10, 170, 64 * 64).reshape(64, 64).astype(np.uint8)  # no reds
+    hsv[..., 1], hsv[..., 2] = 200, 180
+    img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    gray = np.repeat(pil_gray(img)[..., None], 3, -1)
+    assert abs(hue_correlation(img, gray)) < 0.3 < hue_correlation(img, img)
+    mask = np.zeros((64, 64), bool)
+    mask[:20, :20] = True
+    s = score(img, gray, mask)
+    assert s["score"] < 0.7 and s["score"] == pytest.approx(0.2 * s["S"] + 0.4 * s["M"] + 0.4 * s["C"])
+
+
+def test_score_matches_skimage_definition():
+    from skimage.metrics import structural_similarity
+    gt, pred = colourful(48, 48, 2), colourful(48, 48, 3)
+    mask = np.zeros((48, 48), bool)
+    mask[5:25, 8:30] = True
+    dr = pred.max() - pred.min()
+    s = score(gt, pred, mask)
+    assert s["S"] == pytest.approx(structural_similarity(gt, pred, channel_axis=-1, data_range=dr), abs=1e-9)
+    assert s["M"] == pytest.approx(structural_similarity(gt[mask], pred[mask], channel_axis=-1, data_range=dr), abs=1e-9)
+
+
+def test_known_iou():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    a[:, :5] = True
+    b[:, :4] = True
+    iou, f1 = mask_iou_f1(a, b)
+    assert iou == pytest.approx(0.8) and f1 == pytest.approx(2 * 40 / 90)
+    assert mask_iou_f1(np.zeros((3, 3)), np.zeros((3, 3))) == (1.0, 1.0)
+
+
+def test_psnr():
+    a = np.zeros((4, 4))
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 255) == pytest.approx(0.0)

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import Pipeline
+from pipeline.io import ImageError
+from stages import Colorizer, Inpainter, MaskDetector, Stage
+from tests.conftest import colourful, tiny
+
+
+def damaged_image(h=64, w=64, seed=0):
+    from pipeline.color import pil_gray
+    from pipeline.damage import apply_damage, random_damage
+    d = random_damage(h, w, np.random.default_rng(seed))
+    return apply_damage(pil_gray(colourful(h, w, seed)), d), d.mask
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 53), (300, 700), (64, 64)])
+def test_restore_any_size_returns_rgb_of_that_size(tiny_pipeline, size):
+    h, w = size
+    arr = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    out = tiny_pipeline.restore(arr)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (w, h)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "F", "CMYK", "1"])
+def test_restore_any_mode(tiny_pipeline, mode):
+    rgb = Image.fromarray(colourful(40, 48))
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257))
+        assert img.mode.startswith("I;16")
+    else:
+        img = rgb.convert(mode)
+    out = tiny_pipeline.restore(img)
+    assert out.mode == "RGB" and out.size == (48, 40)
+
+
+def test_restore_path_and_array_agree(tiny_pipeline, tmp_path):
+    gray, _ = damaged_image()
+    p = tmp_path / "x.png"
+    Image.fromarray(gray).save(p)
+    a = np.asarray(tiny_pipeline.restore(gray))
+    b = np.asarray(tiny_pipeline.restore(str(p)))
+    assert np.array_equal(a, b)
+
+
+def test_given_mask_outside_unchanged_and_luma_kept(tiny_pipeline):
+    gray, mask = damaged_image(64, 64, 3)
+    r = tiny_pipeline.restore(gray, mask=Image.fromarray(mask.astype(np.uint8) * 255), return_intermediates=True)
+    g = np.asarray(r.gray)
+    assert np.array_equal(np.asarray(r.mask) > 0, mask)
+    assert np.array_equal(g[~mask], gray[~mask])
+    assert not np.array_equal(g[mask], gray[mask])  # the hole was filled by the inpainter
+    lum = np.asarray(r.image.convert("L")).astype(int)
+    assert (np.abs(lum - g.astype(int)) <= 1).mean() >= 0.99
+
+
+def test_detected_mask_is_used(tiny_pipeline):
+    gray, _ = damaged_image(64, 64, 4)
+    r = tiny_pipeline.restore(gray, return_intermediates=True)
+    m = np.asarray(r.mask) > 0
+    assert r.mask.mode == "L" and m.shape == gray.shape
+    assert np.array_equal(np.asarray(r.gray)[~m], gray[~m])
+
+
+def test_wrong_size_mask_is_one_clear_error(tiny_pipeline):
+    gray, _ = damaged_image()
+    with pytest.raises(ImageError, match="mask is 10x10, the image is 64x64"):
+        tiny_pipeline.restore(gray, mask=np.zeros((10, 10), np.uint8))
+
+
+def test_unreadable_file_is_one_clear_error(tiny_pipeline, tmp_path):
+    p = tmp_path / "broken.png"
+    p.write_bytes(b"not a png at all")
+    with pytest.raises(ImageError, match="broken.png"):
+        tiny_pipeline.restore(str(p))
+
+
+def test_save_load_round_trip_and_swap(tiny_pipeline, tmp_path):
+    tiny_pipeline.save(tmp_path / "p")
+    assert {f.name for f in (tmp_path / "p").iterdir()} == {"pipeline.yaml", "mask", "inpaint", "colorize"}
+    loaded = Pipeline.load(tmp_path / "p")
+    gray, _ = damaged_image(64, 64, 5)
+    assert np.array_equal(np.asarray(loaded.restore(gray)), np.asarray(tiny_pipeline.restore(gray)))
+    # swap one stage for a differently initialised one; it survives save/load
+    torch.manual_seed(123)
+    new = Inpainter(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8], hole_weight=3.0)
+    loaded.inpaint = new
+    loaded.save(tmp_path / "q")
+    again = Pipeline.load(tmp_path / "q")
+    assert isinstance(again.inpaint, Inpainter) and again.inpaint.config["hole_weight"] == 3.0
+    assert torch.equal(next(again.inpaint.parameters()), next(new.parameters()))
+    assert isinstance(again.mask, Stage) and isinstance(again.colorize, Colorizer)
+
+
+def test_slots_only_take_stages():
+    p = Pipeline()
+    with pytest.raises(TypeError):
+        p.inpaint = "not a stage"
+    with pytest.raises(RuntimeError, match="no 'mask' stage"):
+        p.restore(np.zeros((8, 8), np.uint8))
+
+
+def test_mask_given_skips_detection():
+    p = Pipeline(inpaint=tiny(Inpainter), colorize=tiny(Colorizer))
+    gray, mask = damaged_image()
+    assert p.restore(gray, mask=mask).size == (64, 64)
+
+
+def test_tiled_and_untiled_agree_away_from_borders():
+    torch.manual_seed(0)
+    inp = Inpainter(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8])
+    col = Colorizer(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8],
+                    work_size=None, head_stride=1)
+    det = MaskDetector(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8])
+    gray, mask = damaged_image(160, 192, 6)
+    whole = Pipeline(mask=det, inpaint=inp, colorize=col, tile_size=4096)
+    tiles = Pipeline(mask=det, inpaint=inp, colorize=col, tile_size=96, tile_overlap=48)
+    a = np.asarray(whole.restore(gray, mask=mask)).astype(int)
+    b = np.asarray(tiles.restore(gray, mask=mask)).astype(int)
+    assert np.abs(a - b).mean() < 3.0
+    pa = whole.detect(gray)
+    pb = tiles.detect(gray)
+    assert (pa == pb).mean() > 0.97
+
+
+def test_shipped_name_that_does_not_exist():
+    from stages import CheckpointError
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        Pipeline.load("no-such-checkpoint-name")

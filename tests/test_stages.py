@@ -1,0 +1,227 @@
+"""A shared mixin every stage's tests inherit, run on tiny models and 64-px inputs."""
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stages import STAGES, CheckpointError, Colorizer, Inpainter, MaskDetector, Stage
+from tests.conftest import colourful, tiny
+
+
+def make_batch(b=2, size=64, seed=0):
+    from pipeline.color import pil_gray
+    from pipeline.damage import apply_damage, random_damage
+    out = {"gray": [], "target_gray": [], "rgb": [], "mask": []}
+    for i in range(b):
+        rgb = colourful(size, size, seed + i)
+        d = random_damage(size, size, np.random.default_rng(seed + i))
+        g = pil_gray(rgb)
+        out["gray"].append(torch.from_numpy(apply_damage(g, d)).float()[None] / 255)
+        out["target_gray"].append(torch.from_numpy(g).float()[None] / 255)
+        out["rgb"].append(torch.from_numpy(rgb).float().permute(2, 0, 1) / 255)
+        out["mask"].append(torch.from_numpy(d.mask).float()[None])
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+class StageTestMixin:
+    cls: type = Stage
+    name: str = ""
+    out_channels: int = 1
+    out_stride: int = 1
+
+    def make(self, **kw):
+        return tiny(self.cls, **kw)
+
+    def inputs(self, batch):
+        return (batch["gray"],)
+
+    def test_registered(self):
+        assert STAGES[self.name] is self.cls and self.cls.name == self.name
+
+    def test_forward_shape(self):
+        st = self.make()
+        out = st(*self.inputs(make_batch()))
+        assert out.shape[0] == 2 and out.shape[-2:] == (64 // self.out_stride,) * 2
+        assert out.shape[1] == self.out_channels
+
+    def test_odd_size_forward(self):
+        st = self.make()
+        b = make_batch(1, 64)
+        x = tuple(t[..., :37, :53] for t in self.inputs(b))
+        s = self.out_stride
+        assert st(*x).shape[-2:] == (-(-37 // s), -(-53 // s))
+
+    def test_loss_and_backward(self):
+        st = self.make().train()
+        losses = st.loss(make_batch())
+        assert "loss" in losses and losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
+        losses["loss"].backward()
+        named = [(n, p.grad) for n, p in st.named_parameters() if p.requires_grad]
+        # tiny encoders (depth 3) may carry unused deeper blocks; everything else must learn
+        assert not [n for n, g in named if g is None and not n.startswith("net.encoder")]
+        assert sum(float(g.abs().sum()) for _, g in named if g is not None) > 0
+
+    def test_a_few_steps_reduce_the_loss(self):
+        st = self.make().train()
+        batch = make_batch(2, 64, seed=3)
+        opt = torch.optim.Adam(st.parameters(), lr=3e-3)
+        first = None
+        for _ in range(15):
+            loss = st.loss(batch)["loss"]
+            first = float(loss) if first is None else first
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert float(st.loss(batch)["loss"]) < first
+
+    def test_metrics_are_finite(self):
+        m = self.make().metrics(make_batch())
+        assert m and all(np.isfinite(v) for v in m.values())
+
+    def test_visualize_panels(self):
+        panels = self.make().visualize(make_batch())
+        assert len(panels) == 3 and all(p.shape == (2, 3, 64, 64) for p in panels)
+
+    def test_save_load_round_trip(self, tmp_path):
+        st = self.make()
+        with torch.no_grad():  # make the weights distinctive
+            for p in st.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        st.save(tmp_path / "s")
+        assert sorted(f.name for f in (tmp_path / "s").iterdir()) == ["config.yaml", "model.safetensors"]
+        loaded = self.cls.load(tmp_path / "s")
+        generic = Stage.load(tmp_path / "s")
+        assert type(loaded) is self.cls and type(generic) is self.cls
+        b = make_batch(1)
+        with torch.no_grad():
+            assert torch.allclose(st(*self.inputs(b)), loaded(*self.inputs(b)), atol=1e-6)
+        assert loaded.config == st.config
+
+    def test_fp16_save_is_smaller_and_close(self, tmp_path):
+        st = self.make()
+        st.save(tmp_path / "a")
+        st.save(tmp_path / "b", dtype=torch.float16)
+        assert (tmp_path / "b/model.safetensors").stat().st_size < (tmp_path / "a/model.safetensors").stat().st_size
+        b = make_batch(1)
+        with torch.no_grad():
+            ref, half = st(*self.inputs(b)), self.cls.load(tmp_path / "b")(*self.inputs(b))
+        assert (ref - half).abs().max() < 0.05 * (ref.abs().max() + 1)
+
+    def test_freeze_keeps_eval_and_no_grads(self):
+        st = self.make()
+        st.freeze()
+        st.train()
+        assert st.frozen and not st.training
+        assert not any(m.training for m in st.modules())
+        assert not any(p.requires_grad for p in st.parameters())
+        st.unfreeze()
+        st.train()
+        assert st.training and all(p.requires_grad for p in st.parameters())
+
+    def test_load_refuses_another_stage_type(self, tmp_path):
+        self.make().save(tmp_path / "s")
+        other = next(c for c in (MaskDetector, Inpainter, Colorizer) if c is not self.cls)
+        with pytest.raises(CheckpointError, match="not a"):
+            other.load(tmp_path / "s")
+
+    def test_truncated_weights_give_a_clear_error(self, tmp_path):
+        self.make().save(tmp_path / "s")
+        f = tmp_path / "s/model.safetensors"
+        f.write_bytes(f.read_bytes()[:200])
+        with pytest.raises(CheckpointError, match="model.safetensors"):
+            Stage.load(tmp_path / "s")
+
+    def test_config_naming_code_or_unknown_stage_is_refused(self, tmp_path):
+        self.make().save(tmp_path / "s")
+        cfg = tmp_path / "s/config.yaml"
+        meta = yaml.safe_load(cfg.read_text())
+        cfg.write_text(yaml.safe_dump({**meta, "stage": "os.system"}))
+        with pytest.raises(CheckpointError, match="unknown stage"):
+            Stage.load(tmp_path / "s")
+        cfg.write_text(yaml.safe_dump({**meta, "config": {**meta["config"], "_target_": "os.system"}}))
+        with pytest.raises(CheckpointError, match="_target_"):
+            Stage.load(tmp_path / "s")
+        with pytest.raises(CheckpointError, match="config.yaml is missing"):
+            Stage.load(tmp_path)
+
+
+class TestMaskDetector(StageTestMixin):
+    cls, name, out_channels = MaskDetector, "mask", 1
+
+    def test_predict_is_boolean_mask(self):
+        m = self.make().predict(make_batch()["gray"])
+        assert m.dtype == torch.bool and m.shape == (2, 1, 64, 64)
+
+    def test_refine_snaps_to_the_constant_fill(self):
+        st = self.make()
+        rng = np.random.default_rng(0)
+        gray = rng.integers(120, 256, (64, 64), dtype=np.uint8)
+        gray[10:40, 12:50] = 33
+        rough = np.zeros((64, 64), bool)
+        rough[12:37, 14:47] = True  # too small by 2-3 px on every side
+        out = st.postprocess(rough, gray)
+        truth = np.zeros((64, 64), bool)
+        truth[10:40, 12:50] = True
+        assert np.array_equal(out, truth)
+
+    def test_refine_keeps_textured_damage(self):
+        st = self.make()
+        gray = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+        rough = np.zeros((64, 64), bool)
+        rough[10:30, 10:30] = True
+        assert np.array_equal(st.postprocess(rough, gray), rough)
+
+
+class TestInpainter(StageTestMixin):
+    cls, name, out_channels = Inpainter, "inpaint", 1
+
+    def inputs(self, batch):
+        return batch["gray"], batch["mask"]
+
+    def test_predict_keeps_pixels_outside_the_mask(self):
+        b = make_batch()
+        out = self.make().predict(b["gray"], b["mask"])
+        keep = b["mask"] == 0
+        assert torch.equal(out[keep], b["gray"][keep])
+        assert not torch.equal(out[~keep], b["gray"][~keep])
+
+    def test_work_size_keeps_outside_too(self):
+        b = make_batch()
+        out = self.make(work_size=32).predict(b["gray"], b["mask"])
+        keep = b["mask"] == 0
+        assert out.shape == b["gray"].shape and torch.equal(out[keep], b["gray"][keep])
+
+
+class TestColorizer(StageTestMixin):
+    cls, name, out_stride = Colorizer, "colorize", 4
+    out_channels = len(Colorizer(**{"encoder_name": "tu-mobilenetv3_small_050", "encoder_depth": 3,
+                                     "decoder_channels": [16, 8, 8]}).centers)
+
+    def test_ab_classes_round_trip(self):
+        st = self.make()
+        assert 150 < st.num_classes < 400
+        ab = st.centers.T.reshape(1, 2, 1, -1)
+        assert torch.equal(st.classes_of(ab)[0, 0], torch.arange(st.num_classes))
+
+    def test_prepare_estimates_the_prior(self):
+        st = self.make()
+        before = st.prior.clone()
+        st.prepare([make_batch()], max_batches=1)
+        assert not torch.allclose(before, st.prior) and abs(float(st.prior.sum()) - 1) < 1e-4
+        w = st.class_weights()
+        assert float((w * st.prior).sum()) == pytest.approx(1.0, abs=1e-4)
+
+    def test_colorize_keeps_the_gray(self):
+        from PIL import Image
+        st = self.make()
+        b = make_batch()
+        imgs = st.colorize(b["target_gray"])
+        for img, g in zip(imgs, b["target_gray"]):
+            g8 = (g[0].numpy() * 255).round().astype(int)
+            lum = np.asarray(Image.fromarray(img).convert("L")).astype(int)
+            assert (np.abs(lum - g8) <= 1).mean() >= 0.99
+
+    def test_regression_mode(self):
+        st = self.make(mode="regression")
+        assert st(make_batch()["gray"]).shape[1] == 2
+        st.loss(make_batch())["loss"].backward()

@@ -1,0 +1,86 @@
+"""A few real steps through ``python -m pipeline.train`` for each stage."""
+import csv
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stages import Colorizer, Inpainter, MaskDetector, Stage
+from tests.conftest import TINY_OVERRIDES
+
+BASE = ["trainer.batch_size=2", "trainer.image_size=64", "trainer.val_every=2", "trainer.val_batches=1",
+        "trainer.log_every=1", "trainer.num_workers=0", "trainer.prepare_batches=1", *TINY_OVERRIDES]
+
+
+def train(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "pipeline.train", *BASE, *args], capture_output=True, text=True,
+                       timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stderr[-3000:])
+    return r
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for s in ("mask", "inpaint", "colorize"):
+        train(f"stage={s}", "trainer.max_steps=3", f"out_dir={root / s}")
+    return root
+
+
+@pytest.mark.parametrize("stage,cls", [("mask", MaskDetector), ("inpaint", Inpainter), ("colorize", Colorizer)])
+def test_train_writes_a_loadable_stage(trained, stage, cls):
+    out = trained / stage
+    st = cls.load(out)
+    assert isinstance(st, Stage)
+    cfg = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert cfg["stage"] == stage and cfg["trainer"]["max_steps"] == 3
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert any(r["tag"] == "train/loss" for r in rows) and any(r["tag"].startswith("val/") for r in rows)
+    assert list((out / "samples").glob("step_*.png"))
+    assert (out / "last" / "trainer_state.pt").is_file()
+
+
+def test_resume_continues_the_step_count(trained, tmp_path):
+    import shutil
+    out = tmp_path / "m"
+    shutil.copytree(trained / "mask", out)
+    train("stage=mask", "trainer.max_steps=5", f"out_dir={out}", "resume=true")
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["tag"] == "train/loss"]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_inpaint_from_frozen_upstream_mask(trained, tmp_path):
+    train("stage=inpaint", "trainer.max_steps=2", f"out_dir={tmp_path / 'i'}", f"upstream={trained / 'mask'}")
+    assert Inpainter.load(tmp_path / "i")
+
+
+def test_colorize_from_frozen_upstream_pipeline(trained, tmp_path):
+    from pipeline import Pipeline
+    Pipeline(mask=MaskDetector.load(trained / "mask"), inpaint=Inpainter.load(trained / "inpaint")).save(tmp_path / "up")
+    train("stage=colorize", "trainer.max_steps=2", f"out_dir={tmp_path / 'c'}", f"upstream={tmp_path / 'up'}")
+    assert Colorizer.load(tmp_path / "c")
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection(("download.pytorch.org", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_online(), reason="the internet is reachable: the download would succeed")
+def test_imagenet_weights_offline_fail_with_one_line(tmp_path):
+    r = train("stage=mask", "trainer.max_steps=1", f"out_dir={tmp_path / 'x'}", "model.encoder_name=resnet18",
+              "model.encoder_depth=3", "model.encoder_weights=imagenet", check=False)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "encoder_weights" in err[0] and "Traceback" not in r.stderr
+
+
+def test_unknown_data_root_is_one_line(tmp_path):
+    r = train("stage=mask", "data=photos", "data.root=/no/such/folder", f"out_dir={tmp_path / 'y'}", check=False)
+    assert r.returncode != 0 and "/no/such/folder" in r.stderr and "Traceback" not in r.stderr
