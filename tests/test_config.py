@@ -41,8 +41,15 @@ def test_groups_exist():
 @pytest.mark.parametrize("data", DATA_NAMES)
 def test_compose_every_stage_and_data(stage, data, tmp_path):
     from pipeline.data import SAMPLES_DIR
-    root = {"samples": [], "photos": [f"data.root={SAMPLES_DIR}"],
-            "dacon": [f"data.root={make_dacon(tmp_path / 'd')}"]}[data]
+    from tests.conftest import SHARED
+    if data == "devbench":
+        dev = [SHARED / "photos" / "kodak24", SHARED / "photos" / "mcmaster"]
+        if not all(d.is_dir() for d in dev):
+            pytest.skip("the dev benchmark photos (../shared/data/photos) are not here")
+        root = [f"data.root=[{dev[0]},{dev[1]}]"]
+    else:
+        root = {"samples": [], "photos": [f"data.root={SAMPLES_DIR}"],
+                "dacon": [f"data.root={make_dacon(tmp_path / 'd')}"]}[data]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"stage={stage}", f"data={data}", "trainer.image_size=64",
                                           *TINY_OVERRIDES, *root])

@@ -5,6 +5,8 @@ L in [0, 100] and a, b roughly in [-110, 110] (D65 white, sRGB primaries).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -22,6 +24,16 @@ def pil_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Lab (torch)
+def fp32(fn):
+    """Run ``fn`` outside any autocast region: colour maths must stay exact fp32 even when the
+    networks around it run in bf16/fp16."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 _M_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                            [0.212671, 0.715160, 0.072169],
                            [0.019334, 0.119193, 0.950227]])
@@ -46,6 +58,7 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t > _DELTA, t ** 3, 3 * _DELTA ** 2 * (t - 4 / 29))
 
 
+@fp32
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) sRGB in [0,1] -> (B,3,H,W) Lab (L in [0,100])."""
     lin = _srgb_to_linear(rgb.float())
@@ -55,6 +68,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
 
 
+@fp32
 def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     """(B,3,H,W) Lab -> (B,3,H,W) sRGB; clipped to [0,1] unless ``clip=False``."""
     L, a, b = lab.float().unbind(1)
@@ -66,6 +80,7 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     return rgb.clamp(0, 1) if clip else rgb
 
 
+@fp32
 def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
     """(B,1,H,W) gray in [0,1] -> (B,1,H,W) Lab L of the neutral colour with that gray."""
     y = _srgb_to_linear(gray.float())

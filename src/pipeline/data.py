@@ -36,11 +36,11 @@ def _to_batch(damaged: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> dict:
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded train/val index split; with a single item both use it."""
+    """Seeded train/val index split; with a single item (or ``val_fraction >= 1``) both use all."""
     if n == 0:
         return [], []
-    if n == 1:
-        return [0], [0]
+    if n == 1 or val_fraction >= 1:
+        return list(range(n)), list(range(n))
     perm = np.random.default_rng(seed).permutation(n).tolist()
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     return sorted(perm[n_val:]), sorted(perm[:n_val])

@@ -142,14 +142,18 @@ class Pipeline:
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[None, None].to(self.device)
 
-    def detect(self, gray: np.ndarray) -> np.ndarray:
-        """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large)."""
+    def detect(self, gray: np.ndarray | list) -> np.ndarray | list:
+        """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large).
+        A list of same-size grays is run as one batch and gives a list of masks."""
         stage = self._need("mask")
-        x = self._tensor(gray)
+        grays = gray if isinstance(gray, list) else [gray]
+        x = torch.cat([self._tensor(g) for g in grays])
         with torch.inference_mode(), autocast(self.device, self._precision()):
             prob = tiled(stage.probabilities, x, self.tile_size, self.tile_overlap) \
                 if not stage.config.get("work_size") else stage.probabilities(x)
-        return stage.postprocess(prob[0, 0].cpu().numpy() > stage.config["threshold"], gray)
+        prob = prob[:, 0].float().cpu().numpy()
+        masks = [stage.postprocess(p > stage.config["threshold"], g) for p, g in zip(prob, grays)]
+        return masks if isinstance(gray, list) else masks[0]
 
     def fill(self, gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
@@ -175,16 +179,20 @@ class Pipeline:
         result[y0:y1, x0:x1][region] = patch[region]
         return result
 
-    def color(self, gray: np.ndarray) -> np.ndarray:
-        """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1)."""
+    def color(self, gray: np.ndarray | list) -> np.ndarray | list:
+        """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1).
+        A list of same-size grays is run as one batch and gives a list of images."""
         stage = self._need("colorize")
-        x = self._tensor(gray)
+        grays = gray if isinstance(gray, list) else [gray]
+        x = torch.cat([self._tensor(g) for g in grays])
         with torch.inference_mode(), autocast(self.device, self._precision()):
             if stage.config.get("work_size"):
                 rgb = stage.predict(x)
             else:
                 rgb = tiled(stage.predict, x, self.tile_size, self.tile_overlap)
-        return combine_luma(gray, rgb[0].float().permute(1, 2, 0).cpu().numpy() * 255)
+        rgb = rgb.float().permute(0, 2, 3, 1).cpu().numpy() * 255
+        out = [combine_luma(g, c) for g, c in zip(grays, rgb)]
+        return out if isinstance(gray, list) else out[0]
 
     def _precision(self) -> str:
         return resolve_precision(self.precision, self.device)
@@ -205,6 +213,20 @@ class Pipeline:
             return image
         return Restoration(image=image, mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
                            gray=Image.fromarray(filled, "L"))
+
+    def restore_many(self, grays: list, masks: list | None = None) -> list:
+        """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
+        (detect). Returns ``Restoration`` objects in order."""
+        masks = masks or [None] * len(grays)
+        todo = [i for i, m in enumerate(masks) if m is None]
+        found = self.detect([grays[i] for i in todo]) if todo else []
+        masks = list(masks)
+        for i, m in zip(todo, found):
+            masks[i] = m
+        filled = [self.fill(g, m) for g, m in zip(grays, masks)]
+        images = self.color(filled)
+        return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
+                            gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
 
     def __call__(self, img, mask=None, return_intermediates: bool = False):
         return self.restore(img, mask=mask, return_intermediates=return_intermediates)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.color import combine_luma, gray_to_lightness, lab_to_rgb, rgb_to_lab
+from pipeline.color import combine_luma, fp32, gray_to_lightness, lab_to_rgb, rgb_to_lab
 from pipeline.metrics import hue_correlation
 
 from .base import Stage, build_unet, pad_to_multiple, register_stage
@@ -105,6 +105,7 @@ class Colorizer(Stage):
         w = 1.0 / ((1 - lam) * self.prior + lam / self.num_classes)
         return w / (w * self.prior).sum()  # expected weight under the prior is 1
 
+    @fp32
     def decode(self, out: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Network output -> ab (B,2,H,W). Classification: annealed mean of the softmax."""
         if self.config["mode"] == "regression":

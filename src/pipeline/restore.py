@@ -1,0 +1,148 @@
+"""Restore images from the command line.
+
+    python -m pipeline.restore INPUTS... --checkpoint demo --out results/ [--zip submission.zip]
+
+INPUTS are image files, folders (recursive) or a competition ``test.csv``. Each output is a PNG
+named like its input (``TEST_000.png``); ``--zip`` also writes a flat zip ready to submit.
+A bad input is reported on stderr in one line and skipped; the exit status is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+from .io import IMAGE_EXTS, ImageError, list_images, save_png, to_gray, to_mask
+
+
+def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders and csv files into image paths; returns (paths, error lines)."""
+    from .data import read_pairs_csv
+    paths, errors = [], []
+    for it in items:
+        p = Path(it)
+        if p.suffix.lower() == ".csv" and p.is_file():
+            try:
+                paths += [r[0] for r in read_pairs_csv(p)]
+            except (ValueError, FileNotFoundError) as e:
+                errors.append(str(e))
+        elif p.is_dir():
+            found = list_images(p)
+            if not found:
+                errors.append(f"{p}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return paths, errors
+
+
+def find_mask(mask_arg: str | None, img: Path) -> Path | None:
+    if not mask_arg:
+        return None
+    m = Path(mask_arg)
+    if m.is_dir():
+        for cand in [m / img.name, *(m / (img.stem + e) for e in IMAGE_EXTS)]:
+            if cand.is_file():
+                return cand
+        raise ImageError(f"{img}: no mask named {img.stem}.* in {m}")
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.restore", description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="image files, folders (recursive) or a competition test.csv")
+    ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")
+    ap.add_argument("--out", required=True, help="output folder for the restored PNGs")
+    ap.add_argument("--zip", help="also write a flat zip of the outputs (a submission file)")
+    ap.add_argument("--mask", help="a mask file (one input) or a folder of masks named like the inputs")
+    ap.add_argument("--save-intermediates", action="store_true", help="also write NAME_mask.png, NAME_gray.png")
+    ap.add_argument("--batch-size", type=int, default=4, help="images of one size restored together")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--precision", default=None, help="fp32 | bf16 | auto (default: the checkpoint's)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from stages import CheckpointError
+
+    from .device import select_device
+    from .pipeline import Pipeline
+
+    paths, errors = collect_inputs(args.inputs)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    try:
+        opts = {"precision": args.precision} if args.precision else {}
+        pipe = Pipeline.load(args.checkpoint, device=select_device(args.device), **opts)
+    except (CheckpointError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # read everything lazily in size groups, so each batch holds images of one size
+    failed = len(errors)
+    written: list[Path] = []
+    groups: dict[tuple, list] = defaultdict(list)
+    bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
+
+    def flush(key):
+        nonlocal failed
+        items = groups.pop(key, [])
+        if not items:
+            return
+        try:
+            results = pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items])
+        except Exception as e:  # a failure of one batch must not lose the others
+            for p, _, _ in items:
+                print(f"error: {p}: restore failed ({type(e).__name__}: {e})", file=sys.stderr)
+            failed += len(items)
+            bar.update(len(items))
+            return
+        for (p, _, _), r in zip(items, results):
+            dst = out / f"{p.stem}.png"
+            save_png(r.image, dst)
+            written.append(dst)
+            if args.save_intermediates:
+                save_png(r.mask, out / f"{p.stem}_mask.png")
+                save_png(r.gray, out / f"{p.stem}_gray.png")
+        bar.update(len(items))
+
+    for p in paths:
+        try:
+            gray = to_gray(p)
+            mp = find_mask(args.mask, p) if len(paths) > 1 or not args.mask or Path(args.mask).is_dir() else Path(args.mask)
+            mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            bar.update(1)
+            continue
+        key = gray.shape
+        groups[key].append((p, gray, mask))
+        if len(groups[key]) >= max(1, args.batch_size):
+            flush(key)
+    for key in list(groups):
+        flush(key)
+    bar.close()
+
+    if args.zip and written:
+        zpath = Path(args.zip)
+        zpath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = zpath.with_suffix(zpath.suffix + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in written:
+                z.write(f, arcname=f.name)
+        tmp.replace(zpath)
+    print(f"restored {len(written)} image(s) into {out}" + (f", zip {args.zip}" if args.zip and written else "")
+          + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

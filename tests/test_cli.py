@@ -1,0 +1,77 @@
+"""The restore CLI and the evaluation entry point."""
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.evaluate import evaluate
+from tests.test_config import make_dacon
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory, tiny_pipeline):
+    d = tmp_path_factory.mktemp("pipe")
+    tiny_pipeline.save(d)
+    return d
+
+
+def restore_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.restore", "--no-progress", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_restore_folder_csv_zip_and_bad_inputs(pipe_dir, tmp_path):
+    root = make_dacon(tmp_path / "d", n=3, size=48)
+    (root / "test.csv").write_text("ID,input_image_path\nT0,./train_input/TRAIN_00000.png\nT1,./train_input/TRAIN_00001.png\n")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(bad / "odd.png")
+    out = tmp_path / "out"
+    r = restore_cli(root / "test.csv", bad, tmp_path / "missing.png", "--checkpoint", pipe_dir, "--out", out,
+                    "--zip", tmp_path / "sub.zip", "--save-intermediates", "--batch-size", "2")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errs) == 2 and any("broken.png" in e for e in errs) and any("missing.png" in e for e in errs)
+    names = {p.name for p in out.iterdir()}
+    assert {"TRAIN_00000.png", "TRAIN_00001.png", "odd.png", "odd_mask.png", "odd_gray.png"} <= names
+    assert Image.open(out / "odd.png").size == (30, 20) and Image.open(out / "odd.png").mode == "RGB"
+    with zipfile.ZipFile(tmp_path / "sub.zip") as z:
+        assert sorted(z.namelist()) == ["TRAIN_00000.png", "TRAIN_00001.png", "odd.png"]
+
+
+def test_restore_with_user_mask(pipe_dir, tmp_path):
+    img = np.full((40, 40), 180, np.uint8)
+    img[10:20, 10:20] = 30
+    Image.fromarray(img).save(tmp_path / "a.png")
+    m = np.zeros((40, 40), np.uint8)
+    m[10:20, 10:20] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    r = restore_cli(tmp_path / "a.png", "--checkpoint", pipe_dir, "--out", tmp_path / "o", "--mask",
+                    tmp_path / "m.png", "--save-intermediates")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o/a_mask.png")), m)
+    g = np.asarray(Image.open(tmp_path / "o/a_gray.png"))
+    assert np.array_equal(g[m == 0], img[m == 0])
+
+
+def test_restore_bad_checkpoint_is_one_line(tmp_path):
+    r = restore_cli(tmp_path, "--checkpoint", tmp_path / "nope", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nope" in r.stderr
+
+
+def test_evaluate_pipeline_and_baselines(tiny_pipeline, tmp_path):
+    from pipeline.data import DaconData
+    data = DaconData(make_dacon(tmp_path / "d", n=2, size=64), image_size=64, val_fraction=1.0)
+    m = evaluate(tiny_pipeline, data.val, out_dir=tmp_path / "ev", progress=False)
+    assert m["n"] == 2 and 0 <= m["iou"] <= 1 and -1 <= m["C"] <= 1
+    assert abs(m["score"] - (0.2 * m["S"] + 0.4 * m["M"] + 0.4 * m["C"])) < 1e-9
+    assert (tmp_path / "ev/per_image.csv").is_file() and (tmp_path / "ev/grid.png").is_file()
+    assert Image.open(tmp_path / "ev/grid.png").size == (5 * 64, 2 * 64)
+    g = evaluate(None, data.val, baseline="gray", progress=False)
+    t = evaluate(None, data.val, baseline="telea", progress=False)
+    assert g["rule_iou"] > 0.95 and t["M"] > g["M"]
