@@ -75,3 +75,22 @@ def test_evaluate_pipeline_and_baselines(tiny_pipeline, tmp_path):
     g = evaluate(None, data.val, baseline="gray", progress=False)
     t = evaluate(None, data.val, baseline="telea", progress=False)
     assert g["rule_iou"] > 0.95 and t["M"] > g["M"]
+
+
+def test_demo_on_bundled_samples_writes_panels_and_scores(pipe_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.demo", "--checkpoint", str(pipe_dir), "--out",
+                        str(tmp_path / "demo"), "-n", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "mean over 2: S=" in r.stdout and "score=" in r.stdout
+    panels = sorted(p.name for p in (tmp_path / "demo").glob("kodim*.png"))
+    assert panels == ["kodim01.png", "kodim02.png"]
+    im = Image.open(tmp_path / "demo" / "kodim01.png")
+    assert im.size == (5 * 384 + 4 * 4, 256)  # five panels and four separators
+
+
+def test_demo_scores_a_competition_pair(pipe_dir, tmp_path):
+    root = make_dacon(tmp_path / "d", n=1, size=48)
+    r = subprocess.run([sys.executable, "-m", "pipeline.demo", str(root / "train_input"), "--checkpoint",
+                        str(pipe_dir), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "TRAIN_00000: S=" in r.stdout and "mean over 1" in r.stdout
