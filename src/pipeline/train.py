@@ -41,6 +41,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C / SIGTERM reach the whole process group; the main process saves a checkpoint and
+    # stops the workers itself, so they must not die first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _infinite(loader):
     epoch = 0
     while True:
@@ -222,6 +229,7 @@ def run(cfg: DictConfig) -> Path:
     nw = int(tc.num_workers)
     train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), shuffle=True, drop_last=len(data.train) >= int(tc.batch_size),
                               num_workers=nw, generator=gen, persistent_workers=nw > 0,
+                              worker_init_fn=_worker_init if nw > 0 else None,
                               pin_memory=device.type == "cuda")
     val_loader = DataLoader(data.val, batch_size=int(tc.batch_size), shuffle=False, num_workers=0)
 
