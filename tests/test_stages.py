@@ -191,6 +191,17 @@ class TestInpainter(StageTestMixin):
         keep = b["mask"] == 0
         assert out.shape == b["gray"].shape and torch.equal(out[keep], b["gray"][keep])
 
+    def test_ssim_term_stays_fp32_under_bf16_autocast(self):
+        # bf16 SSIM once produced a -inf loss mid-training (variances cancel in bf16)
+        b = make_batch()
+        b["target_gray"] = torch.full_like(b["target_gray"], 0.7)  # flat target: variances ~ 0
+        st = self.make()
+        exact = st.loss(b)["ssim"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = st.loss(b)
+        assert torch.isfinite(mixed["loss"])
+        assert abs(float(mixed["ssim"]) - float(exact)) < 2e-3
+
 
 class TestColorizer(StageTestMixin):
     cls, name, out_stride = Colorizer, "colorize", 4

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
+from pipeline.color import fp32
+
 from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
 
 
@@ -58,7 +60,9 @@ class Inpainter(Stage):
         hole = (err * mask).sum() / mask.sum().clamp(min=1)
         valid = (err * (1 - mask)).sum() / (1 - mask).sum().clamp(min=1)
         comp = mask * pred + (1 - mask) * target
-        s = ssim(comp, target, data_range=1.0, size_average=True, win_size=min(11, _odd(gray.shape[-1])))
+        # SSIM's variances (E[x^2] - mu^2) cancel catastrophically in bf16: keep it in fp32
+        s = fp32(ssim)(comp.float(), target.float(), data_range=1.0, size_average=True,
+                       win_size=min(11, _odd(gray.shape[-1])))
         loss = (self.config["hole_weight"] * hole + self.config["valid_weight"] * valid
                 + self.config["ssim_weight"] * (1 - s))
         return {"loss": loss, "l1_hole": hole.detach(), "l1_valid": valid.detach(), "ssim": s.detach()}
