@@ -18,10 +18,11 @@ class MaskDetector(Stage):
 
     Loss: BCE + Dice. ``predict`` runs the network at most at ``work_size`` (the mask is a
     smooth shape), upsamples the probability, thresholds it and post-processes at full
-    resolution: ``refine`` snaps the edge to the constant fill (when most predicted pixels share
-    one gray in [0, ``max_fill``], the mask becomes the connected pixels of that gray within
-    ``refine_band`` px of the prediction), ``keep_largest`` keeps one component (competition
-    images carry exactly one shape) and ``fill_holes`` fills it.
+    resolution: ``refine`` snaps the mask to the constant fill (when most predicted pixels share
+    one gray in [0, ``max_fill``], the mask becomes the connected regions of that gray touching
+    the prediction; a region leaking far beyond it is clipped to ``refine_band`` px),
+    ``keep_largest`` keeps one component (competition images carry exactly one shape) and
+    ``fill_holes`` fills it.
     """
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -71,10 +72,10 @@ class MaskDetector(Stage):
 
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: refined, largest component, filled."""
-        if self.config["keep_largest"] and mask.any():
-            mask = _largest(mask)
         if self.config["refine"] and gray is not None and mask.any():
-            mask = self.refine(mask, gray)
+            mask = self.refine(mask, gray)  # before keep_largest: a fragmented prediction still
+        if self.config["keep_largest"] and mask.any():  # names the whole fill region
+            mask = _largest(mask)
         if self.config["fill_holes"]:
             mask = ndimage.binary_fill_holes(mask)
         return mask
@@ -86,18 +87,26 @@ class MaskDetector(Stage):
         v = int(counts.argmax())
         if v > self.config["max_fill"] or counts[v] < 0.6 * len(vals):
             return mask  # not a constant fill (textured damage): keep the network's mask
-        band = ndimage.binary_dilation(mask, iterations=int(self.config["refine_band"]))
-        cand = (gray == v) & band
+        # Components of the fill value touching the prediction are taken whole when most of
+        # them lies near it or they are not much larger than it (the network under-segmented),
+        # and clipped to a thin band when they
+        # leak far away (the fill touches surroundings of the same gray).
+        dist = ndimage.distance_transform_edt(~mask)
+        near = dist <= max(self.config["refine_band"], 0.5 * np.sqrt(mask.sum()))
+        band = dist <= self.config["refine_band"]
+        cand = gray == v
         lab, n = ndimage.label(cand)
-        if n == 0:
+        size = np.bincount(lab.ravel(), minlength=n + 1)
+        touch = np.bincount(lab[mask & cand], minlength=n + 1) > 0
+        inside = np.bincount(lab[near], minlength=n + 1)
+        touch[0] = False
+        whole = touch & ((inside >= 0.5 * size) | (size <= 3 * mask.sum()))
+        part = touch & ~whole
+        if not touch.any():
             return mask
-        hit = np.bincount(lab[mask & cand], minlength=n + 1)
-        keep = hit > 0
-        keep[0] = False
-        refined = ndimage.binary_fill_holes(keep[lab])
+        refined = ndimage.binary_fill_holes(whole[lab] | (part[lab] & band))
         inter = np.logical_and(refined, mask).sum()
-        union = np.logical_or(refined, mask).sum()
-        return refined if union and inter / union > 0.5 else mask
+        return refined if inter >= 0.5 * mask.sum() else mask
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
