@@ -94,3 +94,16 @@ def test_demo_scores_a_competition_pair(pipe_dir, tmp_path):
                         str(pipe_dir), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "TRAIN_00000: S=" in r.stdout and "mean over 1" in r.stdout
+
+
+def test_assemble_swaps_a_stage_and_refuses_the_wrong_slot(pipe_dir, tmp_path):
+    from pipeline import Pipeline
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline.assemble", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("--base", pipe_dir, "--inpaint", pipe_dir / "inpaint", "--out", tmp_path / "p", "--fp16")
+    assert r.returncode == 0, r.stderr
+    p = Pipeline.load(tmp_path / "p")
+    assert set(p.stages) == {"mask", "inpaint", "colorize"}
+    assert (tmp_path / "p/inpaint/model.safetensors").stat().st_size < 0.6 * (pipe_dir / "inpaint/model.safetensors").stat().st_size
+    r = run("--mask", pipe_dir / "colorize", "--out", tmp_path / "q")
+    assert r.returncode == 2 and "not a MaskDetector" in r.stderr and "Traceback" not in r.stderr

@@ -191,6 +191,20 @@ class TestInpainter(StageTestMixin):
         keep = b["mask"] == 0
         assert out.shape == b["gray"].shape and torch.equal(out[keep], b["gray"][keep])
 
+    def test_untrained_telea_prefill_starts_at_telea_and_constant_mode_works(self):
+        import cv2
+        b = make_batch()
+        st = self.make(prefill="telea")
+        out = st.predict(b["gray"], b["mask"])
+        for o, g, m in zip(out, b["gray"], b["mask"]):
+            g8 = (g[0].numpy() * 255).round().astype(np.uint8)
+            tel = cv2.inpaint(g8, (m[0].numpy() > 0.5).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            assert np.abs((o[0].numpy() * 255).round() - tel).max() <= 1
+        const = self.make(prefill="constant").predict(b["gray"], b["mask"])
+        assert const.shape == out.shape and not torch.allclose(const, out)
+        with pytest.raises(ValueError, match="prefill"):
+            self.make(prefill="nope")
+
     def test_ssim_term_stays_fp32_under_bf16_autocast(self):
         # bf16 SSIM once produced a -inf loss mid-training (variances cancel in bf16)
         b = make_batch()

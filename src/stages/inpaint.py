@@ -1,6 +1,8 @@
 """Inpainter: fill the damaged region of a gray image; pixels outside the mask are kept."""
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
@@ -14,32 +16,57 @@ from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shri
 class Inpainter(Stage):
     """(gray (B,1,H,W) in [0,1], mask (B,1,H,W) in {0,1}) -> composited gray (B,1,H,W) in [0,1].
 
-    The network sees the gray with the hole blanked to 0.5 plus the mask (2 channels) and
-    predicts the full gray; the output is ``mask * prediction + (1 - mask) * gray``.
+    ``prefill`` decides what the network sees in the hole (plus the mask, 2 channels):
+    ``telea`` (default): OpenCV Telea inpainting of the hole; the network predicts a correction
+    added to it, from a zero-initialised head, so training starts at Telea's quality.
+    ``constant``: the hole blanked to 0.5; the network predicts the gray (sigmoid).
+    The output is ``mask * prediction + (1 - mask) * gray``.
     Loss: L1 weighted towards the hole + ``ssim_weight * (1 - SSIM)`` of the composite.
     """
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
-                 dilate: int = 0, work_size: int | None = None):
+                 dilate: int = 0, work_size: int | None = None, prefill: str = "telea",
+                 telea_radius: int = 3):
+        if prefill not in ("telea", "constant"):
+            raise ValueError(f"prefill must be 'telea' or 'constant', got {prefill!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          hole_weight=hole_weight, valid_weight=valid_weight,
-                         ssim_weight=ssim_weight, dilate=dilate, work_size=work_size)
+                         ssim_weight=ssim_weight, dilate=dilate, work_size=work_size,
+                         prefill=prefill, telea_radius=telea_radius)
         self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         self.multiple = 2 ** encoder_depth
+        if prefill == "telea":
+            head = self.net.segmentation_head[0]
+            torch.nn.init.zeros_(head.weight)
+            torch.nn.init.zeros_(head.bias)
 
     def _grow(self, mask: torch.Tensor) -> torch.Tensor:
         k = int(self.config["dilate"])
         return F.max_pool2d(mask, 2 * k + 1, 1, k) if k > 0 else mask
 
+    def prefilled(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] with the hole filled per ``prefill`` (no gradient)."""
+        if self.config["prefill"] == "constant":
+            return gray * (1 - mask) + 0.5 * mask
+        g8 = (gray.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        m8 = (mask.detach().float() > 0.5).to(torch.uint8).cpu().numpy()
+        r = int(self.config["telea_radius"])
+        out = np.stack([cv2.inpaint(np.ascontiguousarray(g[0]), np.ascontiguousarray(m[0]), r,
+                                     cv2.INPAINT_TELEA)[None] if m.any() else g
+                        for g, m in zip(g8, m8)])
+        return torch.from_numpy(out).to(gray.device, gray.dtype) / 255
+
     def forward(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Raw network output (B,1,H,W) in [0,1], before compositing."""
+        """Network prediction of the full gray (B,1,H,W), ~[0,1], before compositing."""
         mask = mask.to(gray.dtype)
-        x = torch.cat([(gray * (1 - mask) + 0.5 * mask) * 2 - 1, mask * 2 - 1], 1)
+        base = self.prefilled(gray, mask)
+        x = torch.cat([base * 2 - 1, mask * 2 - 1], 1)
         x, (h, w) = pad_to_multiple(x, self.multiple)
-        return torch.sigmoid(self.net(x)[..., :h, :w])
+        y = self.net(x)[..., :h, :w]
+        return base + y if self.config["prefill"] == "telea" else torch.sigmoid(y)
 
     def composite(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``mask * prediction + (1 - mask) * gray``; the network runs at most at ``work_size``

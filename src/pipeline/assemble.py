@@ -1,0 +1,47 @@
+"""Combine separately trained stage folders into one Pipeline folder.
+
+    python -m pipeline.assemble --mask runs/mask --inpaint runs/inp --colorize runs/col --out runs/pipe [--fp16]
+
+A slot can also come from an existing Pipeline (``--base DIR_OR_NAME``; e.g. swap the colorizer of
+the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the size; they are
+restored to fp32 on load).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.assemble", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", help="start from this Pipeline folder or shipped name")
+    for slot in ("mask", "inpaint", "colorize"):
+        ap.add_argument(f"--{slot}", help=f"{slot} stage folder (written by python -m pipeline.train)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--fp16", action="store_true", help="store weights as float16")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from stages import STAGES, CheckpointError, Stage
+
+    from .pipeline import Pipeline
+    try:
+        pipe = Pipeline.load(args.base) if args.base else Pipeline()
+        for slot in ("mask", "inpaint", "colorize"):
+            path = getattr(args, slot)
+            if path:
+                stage = Stage.load(path)
+                if not isinstance(stage, STAGES[slot]):
+                    raise CheckpointError(f"{path}: holds a {type(stage).__name__}, not a {STAGES[slot].__name__}")
+                setattr(pipe, slot, stage)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = pipe.save(args.out, dtype=torch.float16 if args.fp16 else None)
+    print(f"wrote {out} ({', '.join(f'{k}={type(v).__name__}' for k, v in pipe.stages.items())})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

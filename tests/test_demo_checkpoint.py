@@ -1,0 +1,36 @@
+"""The shipped demo checkpoint: loads by name, fits the size budget, restores with its properties."""
+import numpy as np
+from PIL import Image
+
+from pipeline import Pipeline
+from pipeline.pipeline import CHECKPOINTS_DIR
+from stages import Colorizer, Inpainter, MaskDetector
+
+
+def test_demo_is_shipped_small_and_complete():
+    d = CHECKPOINTS_DIR / "demo"
+    total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    assert total <= 40 * 2 ** 20
+    pipe = Pipeline.load("demo")
+    assert isinstance(pipe.mask, MaskDetector) and isinstance(pipe.inpaint, Inpainter)
+    assert isinstance(pipe.colorize, Colorizer)
+
+
+def test_demo_restores_a_damaged_sample_with_colour():
+    from pipeline.color import pil_gray
+    from pipeline.damage import apply_damage, random_damage
+    from pipeline.data import SAMPLES_DIR
+    from pipeline.io import to_rgb
+    from pipeline.metrics import mask_iou_f1
+    rgb = to_rgb(sorted(SAMPLES_DIR.glob("*"))[2])
+    d = random_damage(*rgb.shape[:2], np.random.default_rng(7))
+    gray = apply_damage(pil_gray(rgb), d)
+    r = Pipeline.load("demo").restore(gray, return_intermediates=True)
+    out = np.asarray(r.image)
+    assert mask_iou_f1(d.mask, np.asarray(r.mask) > 0)[0] > 0.9          # a trained detector
+    g = np.asarray(r.gray)
+    assert np.array_equal(g[~d.mask], gray[~d.mask])
+    assert np.abs(np.asarray(r.image.convert("L")).astype(int) - g).max() <= 1
+    chroma = out.astype(int).max(-1) - out.astype(int).min(-1)
+    assert chroma.mean() > 5                                                 # it is not gray
+    assert isinstance(r.image, Image.Image) and r.image.size == (rgb.shape[1], rgb.shape[0])
