@@ -84,3 +84,29 @@ def test_imagenet_weights_offline_fail_with_one_line(tmp_path):
 def test_unknown_data_root_is_one_line(tmp_path):
     r = train("stage=mask", "data=photos", "data.root=/no/such/folder", f"out_dir={tmp_path / 'y'}", check=False)
     assert r.returncode != 0 and "/no/such/folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_to_the_process_group_saves_and_resume_continues(tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "pipeline.train", *BASE, "stage=mask", "trainer.max_steps=100000",
+           "trainer.num_workers=1", "trainer.val_every=100000", "trainer.ckpt_every=100000", f"out_dir={out}"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        rows = list(csv.DictReader(open(out / "metrics.csv"))) if (out / "metrics.csv").is_file() else []
+        if sum(r["tag"] == "train/loss" for r in rows) >= 3:
+            break
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group, workers too
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGINT, err[-2000:]
+    step = torch.load(out / "last" / "trainer_state.pt", weights_only=True)["step"]
+    assert step >= 3 and MaskDetector.load(out)
+    train("stage=mask", f"trainer.max_steps={step + 2}", f"out_dir={out}", "resume=true")
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["tag"] == "train/loss"]
+    assert steps == list(range(1, step + 3))

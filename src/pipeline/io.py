@@ -38,8 +38,8 @@ def open_image(img) -> Image.Image:
                     im.load()
                     return ImageOps.exif_transpose(im)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"{path}: image too large ({e}); raise PIL.Image.MAX_IMAGE_PIXELS "
-                             "to allow it") from None
+            raise ImageError(f"{path}: image too large ({e}); allow it with --max-pixels N "
+                             "(CLI) or PIL.Image.MAX_IMAGE_PIXELS = N (Python)") from None
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image file (or an unsupported format)") from None
         except (OSError, SyntaxError, ValueError) as e:
