@@ -110,3 +110,24 @@ def test_ctrl_c_to_the_process_group_saves_and_resume_continues(tmp_path):
     train("stage=mask", f"trainer.max_steps={step + 2}", f"out_dir={out}", "resume=true")
     steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["tag"] == "train/loss"]
     assert steps == list(range(1, step + 3))
+
+
+def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+    import re
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                        "-m", "pipeline.train", *BASE, "stage=inpaint", "trainer.max_steps=4", "trainer.strategy=ddp",
+                        "trainer.device=cpu", "trainer.threads=1", f"out_dir={out}"],
+                       capture_output=True, text=True, timeout=600)
+    text = r.stdout + r.stderr
+    assert r.returncode == 0, text[-3000:]
+    digests = dict(re.findall(r"rank (\d)/2 final weights sha1 ([0-9a-f]+)", text))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    steps = [int(x["step"]) for x in csv.DictReader(open(out / "metrics.csv")) if x["tag"] == "train/loss"]
+    assert steps == [1, 2, 3, 4]  # rank 0 alone writes the log
+    assert Inpainter.load(out)
+
+
+def test_ddp_without_torchrun_is_one_line(tmp_path):
+    r = train("stage=mask", "trainer.max_steps=1", "trainer.strategy=ddp", f"out_dir={tmp_path / 'z'}", check=False)
+    assert r.returncode == 2 and "torchrun" in r.stderr and "Traceback" not in r.stderr

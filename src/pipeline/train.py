@@ -205,6 +205,8 @@ def run(cfg: DictConfig) -> Path:
         torch.set_num_threads(int(tc.threads))
     seed_everything(int(cfg.seed))
     device = select_device(str(tc.device))
+    dist = Distributed(str(tc.get("strategy", "single")), device)
+    device = dist.device
     precision = resolve_precision(str(tc.precision), device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,9 +227,12 @@ def run(cfg: DictConfig) -> Path:
     if upstream is not None:
         upstream.to(device)
 
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    torch.manual_seed(int(cfg.seed) + dist.rank)  # each rank draws its own damage and crops
+    gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
     nw = int(tc.num_workers)
-    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), shuffle=True, drop_last=len(data.train) >= int(tc.batch_size),
+    sampler = dist.sampler(data.train, int(cfg.seed))
+    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), shuffle=sampler is None, sampler=sampler,
+                              drop_last=len(data.train) >= int(tc.batch_size) * dist.world,
                               num_workers=nw, generator=gen, persistent_workers=nw > 0,
                               worker_init_fn=_worker_init if nw > 0 else None,
                               pin_memory=device.type == "cuda")
@@ -241,9 +246,12 @@ def run(cfg: DictConfig) -> Path:
         log.info("resume=true but %s/last holds no state: starting from step 0", out)
     if step == 0:
         stage.prepare(train_loader, int(tc.prepare_batches))
+    dist.broadcast_from_rank0(stage)  # identical weights and buffers (e.g. the ab prior) everywhere
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    atomic_write_bytes(out / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
-    mlog = MetricLog(out, bool(tc.tensorboard), step)
+    main = dist.rank == 0
+    if main:
+        atomic_write_bytes(out / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    mlog = MetricLog(out, bool(tc.tensorboard), step) if main else None
 
     stop = {"signal": None}
 
@@ -266,16 +274,16 @@ def run(cfg: DictConfig) -> Path:
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
             first = first if first is not None else batch
-        stage.train()
         res = {f"val/{k}": v / max(1, n) for k, v in sums.items()}
-        if first is not None:
+        if first is not None:  # still in eval mode: the grid must not touch norm statistics
             with autocast(device, precision):
                 save_grid(stage.visualize(first), out / "samples" / f"step_{step:07d}.png")
+        stage.train()
         return res
 
     stage.train()
     it = _infinite(train_loader)
-    bar = tqdm(total=int(tc.max_steps), initial=step, disable=not tc.progress, dynamic_ncols=True,
+    bar = tqdm(total=int(tc.max_steps), initial=step, disable=not (tc.progress and main), dynamic_ncols=True,
                desc=f"train {stage.name}", file=sys.stderr)
     t0, start_step, running = time.time(), step, None
     try:
@@ -284,53 +292,137 @@ def run(cfg: DictConfig) -> Path:
             with autocast(device, precision):
                 losses = stage.loss(batch)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
+            finite, stopping = dist.agree(bool(torch.isfinite(loss)), stop["signal"] is not None)
+            if stopping and stop["signal"] is None:
+                stop["signal"] = signal.SIGTERM  # another rank was signalled
+            if not finite:
                 if tc.nonfinite == "skip":
                     log.warning("step %d: non-finite loss %s, batch skipped", step, float(loss))
                     opt.zero_grad(set_to_none=True)
                     continue
-                _save_state(out, stage, opt, sched, step, cfg)
+                if main:
+                    _save_state(out, stage, opt, sched, step, cfg)
                 raise TrainingError(f"step {step}: loss is {float(loss)} (non-finite); last good state "
                                     f"saved in {out}/last; lower trainer.lr or set trainer.nonfinite=skip")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            dist.average_gradients(stage)
             if tc.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(stage.parameters(), float(tc.grad_clip))
             scaler.step(opt)
             scaler.update()
             sched.step()
+            dist.broadcast_buffers(stage)
             step += 1
             lv = float(loss.detach())
             running = lv if running is None else 0.9 * running + 0.1 * lv
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}")
-            if step % int(tc.log_every) == 0 or step == int(tc.max_steps):
+            if main and (step % int(tc.log_every) == 0 or step == int(tc.max_steps)):
                 mlog.log(step, {f"train/{k}": float(v.detach()) for k, v in losses.items()}
                          | {"train/lr": sched.get_last_lr()[0],
-                            "train/samples_per_s": (step - start_step) * int(tc.batch_size) / max(1e-9, time.time() - t0)})
-            if step % int(tc.val_every) == 0 or step == int(tc.max_steps):
+                            "train/samples_per_s": (step - start_step) * int(tc.batch_size) * dist.world
+                                                    / max(1e-9, time.time() - t0)})
+            if main and (step % int(tc.val_every) == 0 or step == int(tc.max_steps)):
                 res = validate(step)
                 mlog.log(step, res)
                 bar.write(f"step {step}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in res.items()))
-            if step % int(tc.ckpt_every) == 0 and step < int(tc.max_steps):
+            if main and step % int(tc.ckpt_every) == 0 and step < int(tc.max_steps):
                 _save_state(out, stage, opt, sched, step, cfg)
             if stop["signal"] is not None:
-                _save_state(out, stage, opt, sched, step, cfg)
-                stage.save(out)
+                if main:
+                    _save_state(out, stage, opt, sched, step, cfg)
+                    stage.save(out)
                 bar.close()
                 log.warning("stopped by signal %d at step %d; state saved, continue with resume=true",
                             stop["signal"], step)
                 raise SystemExit(128 + int(stop["signal"]))
     finally:
         bar.close()
-        mlog.close()
+        if mlog is not None:
+            mlog.close()
         for s, h in old.items():
             signal.signal(s, h)
-    _save_state(out, stage, opt, sched, step, cfg)
-    stage.save(out)
-    log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
+    if main:
+        _save_state(out, stage, opt, sched, step, cfg)
+        stage.save(out)
+        log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
+    dist.finish(stage)
     return out
+
+
+class Distributed:
+    """``trainer.strategy=ddp`` under ``torchrun``: data-parallel training with gradient averaging.
+
+    Weights and buffers are broadcast from rank 0 once, every rank sees its own shard of the data
+    (DistributedSampler) and gradients are averaged with all-reduce after each backward, which
+    is what DistributedDataParallel computes (without wrapping the stage, so ``Stage.loss`` keeps
+    calling the module itself). Only rank 0 validates, logs and writes checkpoints.
+    ``strategy=single`` makes every method a no-op.
+    """
+
+    def __init__(self, strategy: str, device: torch.device):
+        if strategy not in ("single", "ddp"):
+            raise TrainingError(f"trainer.strategy={strategy}: unknown (single, ddp)")
+        self.on = strategy == "ddp"
+        self.rank, self.world, self.device = 0, 1, device
+        if not self.on:
+            return
+        import torch.distributed as td
+        if "WORLD_SIZE" not in os.environ:
+            raise TrainingError("trainer.strategy=ddp needs torchrun (torchrun --nproc_per_node=N -m pipeline.train ...)")
+        if device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        if not td.is_initialized():
+            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.td, self.rank, self.world = td, td.get_rank(), td.get_world_size()
+
+    def sampler(self, dataset, seed: int):
+        if not self.on:
+            return None
+        from torch.utils.data import DistributedSampler
+        return DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed,
+                                  drop_last=len(dataset) >= self.world)
+
+    def broadcast_from_rank0(self, module: torch.nn.Module) -> None:
+        if self.on:
+            for t in list(module.parameters()) + list(module.buffers()):
+                self.td.broadcast(t.data, 0)
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Norm-layer running statistics follow rank 0, as DistributedDataParallel does."""
+        if self.on:
+            for b in module.buffers():
+                self.td.broadcast(b.data, 0)
+
+    def agree(self, finite: bool, stopping: bool) -> tuple[bool, bool]:
+        """All ranks take the same branch: finite only if finite everywhere, stop if any stops."""
+        if not self.on:
+            return finite, stopping
+        flags = torch.tensor([0.0 if finite else 1.0, 1.0 if stopping else 0.0], device=self.device)
+        self.td.all_reduce(flags, op=self.td.ReduceOp.MAX)
+        return flags[0].item() == 0, flags[1].item() > 0
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        if not self.on:
+            return
+        for p in module.parameters():
+            if p.grad is not None:
+                self.td.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def finish(self, module: torch.nn.Module) -> None:
+        if not self.on:
+            return
+        import hashlib
+        digest = hashlib.sha1()
+        for k, v in sorted(module.state_dict().items()):
+            digest.update(v.detach().float().cpu().numpy().tobytes())
+        log.info("rank %d/%d final weights sha1 %s", self.rank, self.world, digest.hexdigest())
+        self.td.barrier()
+        self.td.destroy_process_group()
 
 
 def _instantiate(node, what: str):
