@@ -107,3 +107,30 @@ def test_assemble_swaps_a_stage_and_refuses_the_wrong_slot(pipe_dir, tmp_path):
     assert (tmp_path / "p/inpaint/model.safetensors").stat().st_size < 0.6 * (pipe_dir / "inpaint/model.safetensors").stat().st_size
     r = run("--mask", pipe_dir / "colorize", "--out", tmp_path / "q")
     assert r.returncode == 2 and "not a MaskDetector" in r.stderr and "Traceback" not in r.stderr
+
+
+def _break_two_pairs(root):
+    (root / "train_gt" / "TRAIN_00001.png").unlink()                                   # a missing file
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(root / "train_input" / "TRAIN_00002.png")  # wrong size
+
+
+def test_evaluate_reports_bad_pairs_and_scores_the_rest(pipe_dir, tmp_path):
+    root = make_dacon(tmp_path / "d", n=4, size=48)
+    _break_two_pairs(root)
+    r = subprocess.run([sys.executable, "-m", "pipeline.evaluate", f"checkpoint={pipe_dir}", "data=dacon",
+                        f"data.root={root}", "progress=false", f"out_dir={tmp_path / 'ev'}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert any("TRAIN_00001.png: no such file" in e for e in errs)
+    assert any("TRAIN_00002.png" in e and "30x20" in e for e in errs)
+    assert "on 2 images" in r.stdout and "score=" in r.stdout
+
+
+def test_training_skips_bad_pairs(tmp_path):
+    from tests.test_train import train
+    root = make_dacon(tmp_path / "d", n=6, size=64)
+    _break_two_pairs(root)  # 2 bad of 6, 3 in each split: both splits keep a good pair
+    r = train("stage=mask", "data=dacon", f"data.root={root}", "data.val_fraction=0.5", "trainer.max_steps=3",
+              f"out_dir={tmp_path / 'm'}")
+    assert "skipping" in r.stdout + r.stderr

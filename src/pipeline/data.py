@@ -115,12 +115,29 @@ class DaconPairs(Dataset):
         geo = [A.PadIfNeeded(s, s, border_mode=cv2.BORDER_REFLECT_101)]
         geo += [A.RandomCrop(s, s), A.HorizontalFlip()] if train else [A.CenterCrop(s, s)]
         self.aug = A.Compose(geo, additional_targets=targets)
+        self._bad: set[int] = set()
+        self.skip_bad = True  # evaluation turns this off to report every bad pair instead
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
+        if not self.skip_bad:
+            return self.load(i)
+        for k in range(len(self)):  # training skips a bad pair (reported once) instead of dying
+            try:
+                return self.load((i + k) % len(self))
+            except ImageError as e:
+                if (i + k) % len(self) not in self._bad:
+                    self._bad.add((i + k) % len(self))
+                    log.warning("skipping %s", e)
+        raise ImageError(f"{self.root}: no readable pair in {len(self)} rows")
+
+    def load(self, i: int) -> dict:
+        """Pair ``i``; raises ``ImageError`` (one line naming the file) if it cannot be used."""
         inp_path, gt_path = self.rows[i]
+        if gt_path is None:
+            raise ImageError(f"{inp_path}: the csv names no gt_image_path for it")
         rgb = to_rgb(gt_path)
         from .io import to_gray
         damaged = to_gray(inp_path)

@@ -41,10 +41,18 @@ def evaluate(pipe, dataset, baseline: str | None = None, max_images: int | None 
     """Mean metrics over ``dataset`` (items as in ``pipeline.data``) for ``pipe`` or a baseline."""
     from tqdm.auto import tqdm
 
-    rows, grid = [], []
+    from .io import ImageError
+    if hasattr(dataset, "skip_bad"):
+        dataset.skip_bad = False  # score each pair once; report the bad ones
+    rows, grid, failed = [], [], 0
     n = len(dataset) if not max_images else min(len(dataset), int(max_images))
     for i in tqdm(range(n), disable=not progress, desc="evaluate", file=sys.stderr):
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except ImageError as e:  # one line per bad pair; the others are still scored
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
         gray = (item["gray"][0].numpy() * 255).round().astype(np.uint8)
         gt = (item["rgb"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         true = item["mask"][0].numpy() > 0.5
@@ -67,8 +75,8 @@ def evaluate(pipe, dataset, baseline: str | None = None, max_images: int | None 
                                         np.repeat(filled[..., None], 3, -1), pred, gt], 1))
     keys = ("S", "M", "C", "score", "iou", "f1", "rule_iou", "psnr_hole")
     mean = {k: float(np.mean([r[k] for r in rows if np.isfinite(r[k])] or [np.nan])) for k in keys}
-    mean["n"] = len(rows)
-    if out_dir is not None:
+    mean["n"], mean["failed"] = len(rows), failed
+    if out_dir is not None and rows:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "per_image.csv", "w", newline="") as f:
@@ -117,6 +125,8 @@ def run(cfg: DictConfig) -> dict:
     print(f"{what} on {m['n']} images: mean S={m['S']:.4f} M={m['M']:.4f} C={m['C']:.4f} "
           f"mask IoU={m['iou']:.4f} (rule IoU={m['rule_iou']:.4f}) hole PSNR={m['psnr_hole']:.2f} dB")
     print(format_result(m))
+    if m["failed"]:
+        print(f"error: {m['failed']} pair(s) could not be read (see above)", file=sys.stderr)
     return m
 
 
@@ -126,10 +136,12 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
     def _app(cfg: DictConfig) -> None:
         try:
-            run(cfg)
+            m = run(cfg)
         except (TrainingError, FileNotFoundError, ValueError, RuntimeError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        if m["failed"]:
+            sys.exit(1)
     _app()
 
 
