@@ -98,21 +98,30 @@ def combine_luma(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """
     y = gray.astype(np.float32)
     rgb = np.asarray(rgb, np.float32)
-    w = np.array([0.299, 0.587, 0.114], np.float32)
-    d = rgb - (rgb @ w)[..., None]                       # chroma offsets; their luma is 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        up = np.where(d > 1e-6, (255.0 - y)[..., None] / d, np.inf)
-        lo = np.where(d < -1e-6, -y[..., None] / d, np.inf)
-    t = np.clip(np.minimum(up.min(-1), lo.min(-1)), 0.0, 1.0)
-    out = np.clip(np.rint(y[..., None] + t[..., None] * d), 0, 255).astype(np.int32)
-    # Rounding can move the PIL gray by one step; nudge one channel where that makes it exact.
+    d = rgb - (rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # chroma; luma 0
+    # only the largest and the smallest offset of a pixel can leave [0, 255]
+    d0, d1, d2 = d[..., 0], d[..., 1], d[..., 2]
+    hi, lo = np.maximum(np.maximum(d0, d1), d2), np.minimum(np.minimum(d0, d1), d2)
+    t = np.ones_like(y)
+    np.divide(255.0 - y, hi, out=t, where=hi > 255.0 - y)
+    t_lo = np.ones_like(y)
+    np.divide(-y, lo, out=t_lo, where=lo < -y)
+    np.minimum(t, t_lo, out=t)
+    np.clip(t, 0.0, 1.0, out=t)
+    d *= t[..., None]
+    d += y[..., None]
+    out = np.clip(np.rint(d), 0, 255).astype(np.int32)
+    # Rounding can move the PIL gray by one step: fix it with one channel, in PIL's own integer
+    # arithmetic (gray = (sum_c w_c * v_c + 2^15) >> 16).
+    yi = gray.astype(np.int32)
+    acc = out[..., 0] * _L24[0] + out[..., 1] * _L24[1] + out[..., 2] * _L24[2]
     for c in (1, 0, 2):
-        err = y.astype(np.int32) - pil_gray(out.astype(np.uint8)).astype(np.int32)
-        bad = err != 0
-        if not bad.any():
+        err = yi - ((acc + 0x8000) >> 16)
+        if not err.any():
             break
-        cand = out.copy()
-        cand[..., c] = np.clip(out[..., c] + err, 0, 255)
-        ok = bad & (pil_gray(cand.astype(np.uint8)) == gray)
-        out[ok] = cand[ok]
+        nc = np.clip(out[..., c] + err, 0, 255)
+        acc2 = acc + _L24[c] * (nc - out[..., c])
+        ok = (err != 0) & (((acc2 + 0x8000) >> 16) == yi)
+        out[..., c] = np.where(ok, nc, out[..., c])
+        acc = np.where(ok, acc2, acc)
     return out.astype(np.uint8)

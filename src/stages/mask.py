@@ -91,9 +91,8 @@ class MaskDetector(Stage):
         # them lies near it or they are not much larger than it (the network under-segmented),
         # and clipped to a thin band when they
         # leak far away (the fill touches surroundings of the same gray).
-        dist = ndimage.distance_transform_edt(~mask)
-        near = dist <= max(self.config["refine_band"], 0.5 * np.sqrt(mask.sum()))
-        band = dist <= self.config["refine_band"]
+        r = max(self.config["refine_band"], 0.5 * np.sqrt(mask.sum()))
+        near, band = _within(mask, r), _within(mask, self.config["refine_band"])
         cand = gray == v
         lab, n = ndimage.label(cand)
         size = np.bincount(lab.ravel(), minlength=n + 1)
@@ -120,3 +119,15 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     if n <= 1:
         return mask
     return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+
+
+def _within(mask: np.ndarray, r: float) -> np.ndarray:
+    """(H,W) bool: pixels within Euclidean distance ``r`` of ``mask`` (computed in its bounding
+    box grown by ``r``, not over the whole image)."""
+    ys, xs = np.nonzero(mask)
+    m = int(np.ceil(r)) + 1
+    y0, y1 = max(0, ys.min() - m), min(mask.shape[0], ys.max() + 1 + m)
+    x0, x1 = max(0, xs.min() - m), min(mask.shape[1], xs.max() + 1 + m)
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = ndimage.distance_transform_edt(~mask[y0:y1, x0:x1]) <= r
+    return out
