@@ -89,10 +89,38 @@ def random_damage(h: int, w: int, rng: np.random.Generator, min_area: float = 0.
     return Damage(mask, fill, "rectangle")
 
 
-def apply_damage(gray: np.ndarray, damage: Damage) -> np.ndarray:
-    """(H,W) uint8 gray -> a copy with the damaged pixels set to the fill value."""
+def apply_damage(gray: np.ndarray, damage: Damage, rng: np.random.Generator | None = None,
+                 texture: int = 0) -> np.ndarray:
+    """(H,W) uint8 gray -> a copy with the damaged pixels set to the fill value (plus uniform
+    noise in [-texture, texture] when ``texture`` > 0: damage that is not one constant)."""
     out = gray.copy()
-    out[damage.mask] = damage.fill
+    if texture > 0 and rng is not None:
+        noise = rng.integers(-texture, texture + 1, int(damage.mask.sum()))
+        out[damage.mask] = np.clip(damage.fill + noise, 0, 255).astype(np.uint8)
+    else:
+        out[damage.mask] = damage.fill
+    return out
+
+
+def add_touching_region(rgb: np.ndarray, damage: Damage, rng: np.random.Generator) -> np.ndarray:
+    """A hard case for detectors: paint a band of the fill's own gray into the clean photo
+    (e.g. a letterbox bar), from one side of the damage outwards, so the fill touches
+    surroundings of the same value. rgb (H,W,3) uint8 -> a modified copy."""
+    out = rgb.copy()
+    ys, xs = np.nonzero(damage.mask)
+    if ys.size == 0:
+        return out
+    h, w = damage.mask.shape
+    width = int(rng.integers(8, 64))
+    side = int(rng.integers(4))
+    if side == 0:
+        out[max(0, ys.min() - width): ys.min() + 1] = damage.fill
+    elif side == 1:
+        out[ys.max(): min(h, ys.max() + 1 + width)] = damage.fill
+    elif side == 2:
+        out[:, max(0, xs.min() - width): xs.min() + 1] = damage.fill
+    else:
+        out[:, xs.max(): min(w, xs.max() + 1 + width)] = damage.fill
     return out
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .color import pil_gray
-from .damage import apply_damage, mask_from_pair, random_damage
+from .damage import add_touching_region, apply_damage, mask_from_pair, random_damage
 from .io import ImageError, list_images, to_rgb
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,14 @@ class PhotoPairs(Dataset):
             return self[(i + 1) % len(self)]
         self.aug.set_random_seed(int(rng.integers(2 ** 31 - 1)))
         rgb = self.aug(image=rgb)["image"]
-        dmg = random_damage(self.image_size, self.image_size, rng, **self.damage)
+        opts = dict(self.damage)
+        texture_prob, touch_prob = opts.pop("texture_prob", 0.0), opts.pop("touch_prob", 0.0)
+        texture_amp = int(opts.pop("texture_amp", 8))
+        dmg = random_damage(self.image_size, self.image_size, rng, **opts)
+        if rng.random() < touch_prob:  # hard cases for the detector (see conf/data/photos.yaml)
+            rgb = add_touching_region(rgb, dmg, rng)
         gray = pil_gray(rgb)
-        damaged = apply_damage(gray, dmg)
+        damaged = apply_damage(gray, dmg, rng, texture_amp if rng.random() < texture_prob else 0)
         # the competition's definition, as for real pairs: input != gray, holes filled
         return _to_batch(damaged, rgb, mask_from_pair(damaged, gray))
 
