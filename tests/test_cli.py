@@ -100,9 +100,11 @@ def test_assemble_swaps_a_stage_and_refuses_the_wrong_slot(pipe_dir, tmp_path):
     from pipeline import Pipeline
     run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline.assemble", *map(str, a)],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
-    r = run("--base", pipe_dir, "--inpaint", pipe_dir / "inpaint", "--out", tmp_path / "p", "--fp16")
+    r = run("--base", pipe_dir, "--inpaint", pipe_dir / "inpaint", "--out", tmp_path / "p", "--fp16",
+            "--precision", "auto")
     assert r.returncode == 0, r.stderr
     p = Pipeline.load(tmp_path / "p")
+    assert p.precision == "auto"
     assert set(p.stages) == {"mask", "inpaint", "colorize"}
     assert (tmp_path / "p/inpaint/model.safetensors").stat().st_size < 0.6 * (pipe_dir / "inpaint/model.safetensors").stat().st_size
     r = run("--mask", pipe_dir / "colorize", "--out", tmp_path / "q")

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(f"--{slot}", help=f"{slot} stage folder (written by python -m pipeline.train)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
+    ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")
     args = ap.parse_args(argv)
 
     import torch
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.precision:
+        pipe.precision = args.precision
     out = pipe.save(args.out, dtype=torch.float16 if args.fp16 else None)
     print(f"wrote {out} ({', '.join(f'{k}={type(v).__name__}' for k, v in pipe.stages.items())})")
     return 0
