@@ -131,3 +131,63 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
 def test_ddp_without_torchrun_is_one_line(tmp_path):
     r = train("stage=mask", "trainer.max_steps=1", "trainer.strategy=ddp", f"out_dir={tmp_path / 'z'}", check=False)
     assert r.returncode == 2 and "torchrun" in r.stderr and "Traceback" not in r.stderr
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.train import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[*BASE, "trainer.progress=false", "trainer.tensorboard=false",
+                                           *overrides])
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_non_finite_loss_stops_with_a_message_or_is_skipped(tmp_path, monkeypatch, mode):
+    import torch
+
+    from pipeline.train import TrainingError, run
+    calls = {"n": 0}
+    real = MaskDetector.loss
+
+    def flaky(self, batch):
+        out = real(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    monkeypatch.setattr(MaskDetector, "loss", flaky)
+    cfg = _compose("stage=mask", "trainer.max_steps=4", f"trainer.nonfinite={mode}", f"out_dir={tmp_path}")
+    if mode == "stop":
+        with pytest.raises(TrainingError, match=r"step 2: loss is nan .*trainer.nonfinite=skip"):
+            run(cfg)
+        assert torch.load(tmp_path / "last" / "trainer_state.pt", weights_only=True)["step"] == 2
+    else:
+        run(cfg)
+        steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r["tag"] == "train/loss"]
+        assert steps == [1, 2, 3, 4] and calls["n"] == 5  # the bad batch was skipped, 4 good steps
+
+
+def test_kill_9_loses_at_most_one_save_interval(tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "pipeline.train", *BASE, "stage=mask", "trainer.max_steps=100000",
+           "trainer.val_every=100000", "trainer.ckpt_every=3", f"out_dir={out}"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    logged = 0
+    while time.time() < deadline and logged < 7:
+        rows = list(csv.DictReader(open(out / "metrics.csv"))) if (out / "metrics.csv").is_file() else []
+        logged = max([int(r["step"]) for r in rows if r["tag"] == "train/loss"] or [0])
+        time.sleep(0.3)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    saved = torch.load(out / "last" / "trainer_state.pt", weights_only=True)["step"]
+    assert saved % 3 == 0 and logged - saved < 3 + 2  # one interval (+ steps logged while dying)
+    train("stage=mask", f"trainer.max_steps={saved + 2}", f"out_dir={out}", "resume=true")
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["tag"] == "train/loss"]
+    assert steps == list(range(1, saved + 3))  # rows after the checkpoint were dropped, then continued
