@@ -17,6 +17,8 @@ SHAPES = ("rectangle", "ellipse", "triangle", "polygon")
 
 @dataclass
 class Damage:
+    """One damaged shape: its (H,W) bool mask, the constant fill gray, the shape kind."""
+
     mask: np.ndarray  # (H,W) bool, True = damaged
     fill: int         # the constant gray painted into the mask
     shape: str

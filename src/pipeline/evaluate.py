@@ -104,10 +104,12 @@ def _name(dataset, i: int) -> str:
 
 
 def format_result(m: dict) -> str:
+    """The final ``S=… M=… C=… score=…`` line."""
     return f"S={m['S']:.4f} M={m['M']:.4f} C={m['C']:.4f} score={m['score']:.4f}"
 
 
 def run(cfg: DictConfig) -> dict:
+    """Evaluate the configured checkpoint or baseline; prints and returns the mean metrics."""
     import torch
 
     from .device import select_device

@@ -84,9 +84,11 @@ class Pipeline:
 
     @property
     def stages(self) -> dict:
+        """The filled slots, ``{"mask": MaskDetector, ...}``."""
         return {k: v for k, v in self._stages.items() if v is not None}
 
     def to(self, device) -> "Pipeline":
+        """Move every stage (and stages assigned later) to ``device``."""
         self.device = torch.device(device)
         for s in self.stages.values():
             s.to(self.device)

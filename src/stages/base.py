@@ -121,6 +121,7 @@ class Stage(nn.Module):
         """Hook run once before training starts (e.g. to estimate data statistics)."""
 
     def predict(self, *args, **kwargs):
+        """Inference on (B,C,H,W) inputs in [0,1] (see each stage); no gradients."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- freezing
@@ -132,6 +133,7 @@ class Stage(nn.Module):
         return self.train(False)
 
     def unfreeze(self) -> "Stage":
+        """Trainable again; ``.train()`` works as usual."""
         self._frozen = False
         for p in self.parameters():
             p.requires_grad_(True)
@@ -139,14 +141,17 @@ class Stage(nn.Module):
 
     @property
     def frozen(self) -> bool:
+        """True after ``freeze()`` until ``unfreeze()``."""
         return self._frozen
 
     def train(self, mode: bool = True) -> "Stage":
+        """``nn.Module.train``, except that a frozen stage stays in eval mode."""
         return super().train(mode and not self._frozen)
 
     # ---------------------------------------------------------------- checkpoints
     @property
     def device(self) -> torch.device:
+        """The device of the first parameter."""
         return next(self.parameters()).device
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:

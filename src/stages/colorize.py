@@ -76,6 +76,7 @@ class Colorizer(Stage):
 
     @property
     def num_classes(self) -> int:
+        """Q, the number of in-gamut ab cells."""
         return len(self.centers)
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,7 @@ class Colorizer(Stage):
         return self.lut[idx[:, 0] * g + idx[:, 1]]
 
     def class_weights(self) -> torch.Tensor:
+        """(Q,) rebalancing weights: 1 / ((1-λ)·prior + λ/Q), with mean 1 under the prior."""
         lam = self.config["rebalance"]
         w = 1.0 / ((1 - lam) * self.prior + lam / self.num_classes)
         return w / (w * self.prior).sum()  # expected weight under the prior is 1
@@ -133,6 +135,7 @@ class Colorizer(Stage):
             self.prior.copy_(p.float())
 
     def loss(self, batch: dict) -> dict:
+        """Rebalanced cross-entropy over ab classes (or smooth-L1 on ab in regression mode)."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         out = self(gray).float()
         ab = self._target_ab(rgb, out)
@@ -152,6 +155,7 @@ class Colorizer(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
+        """ab L1, the hue term C of the metric, and predicted/true chroma ratio."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         ab_true = rgb_to_lab(rgb)[:, 1:]
         ab = self.predict_ab(gray)
@@ -194,6 +198,7 @@ class Colorizer(Stage):
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
+        """Panels: gray | true colour | predicted colour, each (B,3,H,W) in [0,1]."""
         gray = batch.get("restored_gray", batch["target_gray"])
         out = torch.from_numpy(self.colorize(gray)).permute(0, 3, 1, 2).float() / 255
         return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), out.to(gray.device)]

@@ -81,6 +81,7 @@ class Inpainter(Stage):
         return mask * pred + (1 - mask) * gray
 
     def loss(self, batch: dict) -> dict:
+        """``hole_weight`` * L1(hole) + ``valid_weight`` * L1(rest) + ``ssim_weight`` * (1 - SSIM)."""
         gray, mask, target = batch["gray"], batch["mask"], batch["target_gray"]
         pred = self(gray, self._grow(mask)).float()
         err = (pred - target).abs()
@@ -96,6 +97,7 @@ class Inpainter(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
+        """L1 and PSNR over the hole of the composited prediction."""
         mask, target = batch["mask"], batch["target_gray"]
         out = self.predict(batch["gray"], mask)
         n = mask.sum().clamp(min=1)
@@ -110,6 +112,7 @@ class Inpainter(Stage):
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
+        """Panels: damaged gray | true gray | inpainted gray, each (B,3,H,W) in [0,1]."""
         out = self.predict(batch["gray"], batch["mask"])
         rep = lambda t: t.float().expand(-1, 3, -1, -1)  # noqa: E731
         return [rep(batch["gray"]), rep(batch["target_gray"]), rep(out)]

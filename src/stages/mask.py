@@ -40,10 +40,12 @@ class MaskDetector(Stage):
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
         return self.net(x)[..., :h, :w]
 
     def loss(self, batch: dict) -> dict:
+        """BCE + Dice of the logits of ``batch["gray"]`` against ``batch["mask"]``."""
         logits = self(batch["gray"])
         target = batch["mask"]
         bce = F.binary_cross_entropy_with_logits(logits.float(), target)
@@ -53,6 +55,7 @@ class MaskDetector(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
+        """Mean IoU and F1 of the post-processed prediction."""
         pred = self.predict(batch["gray"]).cpu().numpy()
         iou, f1 = zip(*(mask_iou_f1(t[0].cpu().numpy() > 0.5, p[0]) for t, p in zip(batch["mask"], pred)))
         return {"iou": float(np.mean(iou)), "f1": float(np.mean(f1))}
@@ -109,6 +112,7 @@ class MaskDetector(Stage):
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
+        """Panels: input gray | true mask | predicted mask, each (B,3,H,W) in [0,1]."""
         pred = self.predict(batch["gray"]).float()
         rep = lambda t: t.float().expand(-1, 3, -1, -1)  # noqa: E731
         return [rep(batch["gray"]), rep(batch["mask"]), rep(pred)]
