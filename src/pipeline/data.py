@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .color import pil_gray
 from .damage import add_touching_region, apply_damage, mask_from_pair, random_damage
-from .io import ImageError, list_images, to_rgb
+from .io import ImageError, list_images, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
@@ -144,7 +144,6 @@ class DaconPairs(Dataset):
         if gt_path is None:
             raise ImageError(f"{inp_path}: the csv names no gt_image_path for it")
         rgb = to_rgb(gt_path)
-        from .io import to_gray
         damaged = to_gray(inp_path)
         if damaged.shape != rgb.shape[:2]:
             raise ImageError(f"{inp_path}: input is {damaged.shape[1]}x{damaged.shape[0]} but "

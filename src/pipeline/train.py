@@ -27,8 +27,7 @@ from stages.base import atomic_write_bytes
 from .device import autocast, resolve_precision, select_device
 
 log = logging.getLogger("pipeline.train")
-_REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
-CONF_DIR = str(_REPO_CONF if _REPO_CONF.is_dir() else Path(__file__).resolve().parent / "conf")
+CONF_DIR = str((Path(__file__).parent / "conf").resolve())  # repo: a link to conf/; wheel: a copy
 
 
 class TrainingError(RuntimeError):
