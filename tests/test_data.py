@@ -45,3 +45,27 @@ def test_csv_rows_resolve_against_the_csv(tmp_path):
     root = make_dacon(tmp_path / "d", n=2)
     rows = read_pairs_csv(root / "train.csv")
     assert len(rows) == 2 and all(p.is_file() and g.is_file() for p, g in rows)
+
+
+def test_stream_sampler_is_a_function_of_seed_and_position():
+    from itertools import islice
+
+    from pipeline.data import StreamSampler
+    full = list(islice(iter(StreamSampler(10, seed=3)), 35))
+    assert sorted(i for i, _ in full[:10]) == list(range(10))  # each epoch is a permutation
+    assert full[:10] != full[10:20]                            # and a new one each epoch
+    assert list(islice(iter(StreamSampler(10, seed=3, start=17)), 18)) == full[17:]
+    assert full != list(islice(iter(StreamSampler(10, seed=4)), 35))
+    ranks = [list(islice(iter(StreamSampler(10, seed=3, rank=r, world=2)), 5)) for r in (0, 1)]
+    assert sorted(i for part in ranks for i, _ in part) == list(range(10))  # shards cover one epoch
+
+
+def test_a_sample_seed_fixes_a_training_item(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(tmp_path / f"{k}.png")
+    ds = PhotoData(tmp_path, image_size=64, val_fraction=0.5).train
+    a, b, c = ds[(0, 11)], ds[(0, 11)], ds[(0, 12)]
+    assert torch.equal(a["gray"], b["gray"]) and torch.equal(a["mask"], b["mask"])
+    assert not torch.equal(a["mask"], c["mask"])

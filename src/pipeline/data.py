@@ -19,7 +19,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .color import pil_gray
 from .damage import add_touching_region, apply_damage, mask_from_pair, random_damage
@@ -47,9 +47,43 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]
 
 
 def _sample_seed() -> int:
-    # Drawn from torch's RNG: seeded by the trainer (and per worker by the DataLoader), so a run
-    # is reproducible, yet each epoch sees new damage and crops.
+    # Used when an item is asked for by plain index (no StreamSampler): drawn from torch's RNG,
+    # seeded by the trainer (and per worker by the DataLoader).
     return int(torch.randint(0, 2 ** 31 - 1, ()).item())
+
+
+def _key(i) -> tuple[int, int | None]:
+    """A dataset key is an index or ``(index, sample_seed)`` (from ``StreamSampler``)."""
+    return (int(i[0]), int(i[1])) if isinstance(i, (tuple, list)) else (int(i), None)
+
+
+class StreamSampler(Sampler):
+    """The training stream as a pure function of ``(seed, position)``: endless epochs, each a
+    permutation drawn from ``(seed, epoch)``; every item carries its own sample seed (damage,
+    crop, flip) drawn from ``(seed, epoch, position)``. The data a run sees therefore does not
+    depend on the number of workers, and a resumed run continues the exact stream of the
+    interrupted one (``start`` = items this rank already consumed).
+
+    Yields ``(index, sample_seed)`` keys. With ``world > 1`` rank ``r`` takes every ``world``-th
+    item of each permutation (the tail that does not divide evenly is dropped), as
+    DistributedSampler does.
+    """
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0):
+        if n < 1:
+            raise ValueError("StreamSampler needs a non-empty dataset")
+        self.n, self.seed, self.rank, self.world, self.start = n, int(seed), rank, world, int(start)
+        self.per_rank = max(1, n // world)
+
+    def __iter__(self):
+        epoch, pos = divmod(self.start, self.per_rank)
+        while True:
+            perm = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+            mine = perm[self.rank::self.world][:self.per_rank] if self.n >= self.world else perm
+            seeds = np.random.default_rng((self.seed, epoch, 1 + self.rank)).integers(0, 2 ** 31 - 1, len(mine))
+            for k in range(pos, len(mine)):
+                yield int(mine[k]), int(seeds[k])
+            epoch, pos = epoch + 1, 0
 
 
 def photo_transform(image_size: int, train: bool) -> A.Compose:
@@ -82,13 +116,17 @@ class PhotoPairs(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng(_sample_seed() if self.train else (self.seed, i))
+    def __getitem__(self, key) -> dict:
+        """``key``: an index, or ``(index, sample_seed)`` to fix a training item's randomness."""
+        i, seed = _key(key)
+        if not self.train:
+            seed = (self.seed, i)
+        rng = np.random.default_rng(_sample_seed() if seed is None else seed)
         try:
             rgb = to_rgb(self.files[i])
         except ImageError as e:
             log.warning("skipping %s", e)
-            return self[(i + 1) % len(self)]
+            return self[((i + 1) % len(self), int(rng.integers(2 ** 31 - 1)))]
         self.aug.set_random_seed(int(rng.integers(2 ** 31 - 1)))
         rgb = self.aug(image=rgb)["image"]
         opts = dict(self.damage)
@@ -126,19 +164,21 @@ class DaconPairs(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        """``key``: an index, or ``(index, sample_seed)`` to fix a training item's crop and flip."""
+        i, seed = _key(key)
         if not self.skip_bad:
-            return self.load(i)
+            return self.load(i, seed)
         for k in range(len(self)):  # training skips a bad pair (reported once) instead of dying
             try:
-                return self.load((i + k) % len(self))
+                return self.load((i + k) % len(self), seed)
             except ImageError as e:
                 if (i + k) % len(self) not in self._bad:
                     self._bad.add((i + k) % len(self))
                     log.warning("skipping %s", e)
         raise ImageError(f"{self.root}: no readable pair in {len(self)} rows")
 
-    def load(self, i: int) -> dict:
+    def load(self, i: int, seed: int | None = None) -> dict:
         """Pair ``i``; raises ``ImageError`` (one line naming the file) if it cannot be used."""
         inp_path, gt_path = self.rows[i]
         if gt_path is None:
@@ -150,7 +190,7 @@ class DaconPairs(Dataset):
                              f"{gt_path} is {rgb.shape[1]}x{rgb.shape[0]}")
         mask = mask_from_pair(damaged, pil_gray(rgb)).astype(np.uint8)
         if self.train:
-            self.aug.set_random_seed(_sample_seed())
+            self.aug.set_random_seed(_sample_seed() if seed is None else seed)
         out = self.aug(image=rgb, damaged=damaged, dmask=mask)
         return _to_batch(out["damaged"], out["image"], out["dmask"].astype(bool))
 

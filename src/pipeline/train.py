@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from stages import STAGES, Stage
 from stages.base import atomic_write_bytes
 
+from .data import StreamSampler
 from .device import autocast, resolve_precision, select_device
 
 log = logging.getLogger("pipeline.train")
@@ -46,15 +47,6 @@ def _worker_init(_worker_id: int) -> None:
     # stops the workers itself, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _infinite(loader):
-    epoch = 0
-    while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 def _lr_lambda(cfg):
@@ -158,13 +150,14 @@ def _to(batch: dict, device, channels_last: bool) -> dict:
     return out
 
 
-def _save_state(out: Path, stage: Stage, opt, sched, step: int, cfg: DictConfig) -> None:
-    """``out/last``: weights (safetensors) + optimizer/scheduler/RNG/step (torch.save of plain
-    tensors and containers, read back with ``weights_only=True``)."""
+def _save_state(out: Path, stage: Stage, opt, sched, step: int, cfg: DictConfig, batches: int) -> None:
+    """``out/last``: weights (safetensors) + optimizer/scheduler/RNG/step and the number of
+    batches drawn from the data stream (torch.save of plain tensors and containers, read back
+    with ``weights_only=True``)."""
     import io as _io
     last = out / "last"
     stage.save(last)
-    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+    state = {"step": step, "batches": batches, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
              "python_rng_pos": random.getstate()[2],
              "stage": stage.name}
@@ -174,11 +167,12 @@ def _save_state(out: Path, stage: Stage, opt, sched, step: int, cfg: DictConfig)
     atomic_write_bytes(last / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
 
 
-def _load_state(out: Path, stage: Stage, opt, sched) -> int:
+def _load_state(out: Path, stage: Stage, opt, sched) -> tuple[int, int]:
+    """Restore ``out/last`` into the given objects; returns ``(step, batches drawn)``."""
     last = out / "last"
     f = last / "trainer_state.pt"
     if not f.is_file():
-        return 0
+        return 0, 0
     from stages import CheckpointError
     try:
         state = torch.load(f, map_location="cpu", weights_only=True)
@@ -192,7 +186,7 @@ def _load_state(out: Path, stage: Stage, opt, sched) -> int:
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
-    return int(state["step"])
+    return int(state["step"]), int(state.get("batches", state["step"]))
 
 
 def run(cfg: DictConfig) -> Path:
@@ -227,12 +221,13 @@ def run(cfg: DictConfig) -> Path:
     if upstream is not None:
         upstream.to(device)
 
-    torch.manual_seed(int(cfg.seed) + dist.rank)  # each rank draws its own damage and crops
+    torch.manual_seed(int(cfg.seed) + dist.rank)
     gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
     nw = int(tc.num_workers)
-    sampler = dist.sampler(data.train, int(cfg.seed))
-    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), shuffle=sampler is None, sampler=sampler,
-                              drop_last=len(data.train) >= int(tc.batch_size) * dist.world,
+    if len(data.train) == 0:
+        raise TrainingError(f"data: the training set is empty ({cfg.data.get('root', 'no root')})")
+    sampler = StreamSampler(len(data.train), int(cfg.seed), dist.rank, dist.world)
+    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), sampler=sampler,
                               num_workers=nw, generator=gen, persistent_workers=nw > 0,
                               worker_init_fn=_worker_init if nw > 0 else None,
                               pin_memory=device.type == "cuda")
@@ -241,7 +236,7 @@ def run(cfg: DictConfig) -> Path:
     opt = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad], lr=float(tc.lr),
                             weight_decay=float(tc.weight_decay))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
-    step = _load_state(out, stage, opt, sched) if cfg.resume else 0
+    step, batches = _load_state(out, stage, opt, sched) if cfg.resume else (0, 0)
     if cfg.resume and step == 0:
         log.info("resume=true but %s/last holds no state: starting from step 0", out)
     if step == 0:
@@ -282,13 +277,15 @@ def run(cfg: DictConfig) -> Path:
         return res
 
     stage.train()
-    it = _infinite(train_loader)
+    sampler.start = batches * int(tc.batch_size)  # a resumed run continues the same data stream
+    it = iter(train_loader)
     bar = tqdm(total=int(tc.max_steps), initial=step, disable=not (tc.progress and main), dynamic_ncols=True,
                desc=f"train {stage.name}", file=sys.stderr)
     t0, start_step, running = time.time(), step, None
     try:
         while step < int(tc.max_steps):
             batch = apply_upstream(_to(next(it), device, bool(tc.channels_last)), upstream, stage.name)
+            batches += 1
             with autocast(device, precision):
                 losses = stage.loss(batch)
             loss = losses["loss"]
@@ -301,7 +298,7 @@ def run(cfg: DictConfig) -> Path:
                     opt.zero_grad(set_to_none=True)
                     continue
                 if main:
-                    _save_state(out, stage, opt, sched, step, cfg)
+                    _save_state(out, stage, opt, sched, step, cfg, batches)
                 raise TrainingError(f"step {step}: loss is {float(loss)} (non-finite); last good state "
                                     f"saved in {out}/last; lower trainer.lr or set trainer.nonfinite=skip")
             opt.zero_grad(set_to_none=True)
@@ -329,10 +326,10 @@ def run(cfg: DictConfig) -> Path:
                 mlog.log(step, res)
                 bar.write(f"step {step}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in res.items()))
             if main and step % int(tc.ckpt_every) == 0 and step < int(tc.max_steps):
-                _save_state(out, stage, opt, sched, step, cfg)
+                _save_state(out, stage, opt, sched, step, cfg, batches)
             if stop["signal"] is not None:
                 if main:
-                    _save_state(out, stage, opt, sched, step, cfg)
+                    _save_state(out, stage, opt, sched, step, cfg, batches)
                     stage.save(out)
                 bar.close()
                 log.warning("stopped by signal %d at step %d; state saved, continue with resume=true",
@@ -345,7 +342,7 @@ def run(cfg: DictConfig) -> Path:
         for s, h in old.items():
             signal.signal(s, h)
     if main:
-        _save_state(out, stage, opt, sched, step, cfg)
+        _save_state(out, stage, opt, sched, step, cfg, batches)
         stage.save(out)
         log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
     dist.finish(stage)
@@ -356,7 +353,7 @@ class Distributed:
     """``trainer.strategy=ddp`` under ``torchrun``: data-parallel training with gradient averaging.
 
     Weights and buffers are broadcast from rank 0 once, every rank sees its own shard of the data
-    (DistributedSampler) and gradients are averaged with all-reduce after each backward, which
+    (``StreamSampler`` with rank/world, as DistributedSampler shards) and gradients are averaged with all-reduce after each backward, which
     is what DistributedDataParallel computes (without wrapping the stage, so ``Stage.loss`` keeps
     calling the module itself). Only rank 0 validates, logs and writes checkpoints.
     ``strategy=single`` makes every method a no-op.
@@ -378,13 +375,6 @@ class Distributed:
         if not td.is_initialized():
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.td, self.rank, self.world = td, td.get_rank(), td.get_world_size()
-
-    def sampler(self, dataset, seed: int):
-        if not self.on:
-            return None
-        from torch.utils.data import DistributedSampler
-        return DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed,
-                                  drop_last=len(dataset) >= self.world)
 
     def broadcast_from_rank0(self, module: torch.nn.Module) -> None:
         if self.on:
