@@ -54,3 +54,25 @@ def test_psnr():
     a = np.zeros((4, 4))
     assert psnr(a, a) == float("inf")
     assert psnr(a, a + 255) == pytest.approx(0.0)
+
+
+def test_hole_ssim_loss_is_the_m_term_on_gray():
+    """The inpainter's hole_ssim equals skimage's SSIM on the (N,3) hole pixels (gray repeated)."""
+    import torch
+    from skimage.metrics import structural_similarity
+
+    from stages.inpaint import hole_ssim
+    rng = np.random.default_rng(0)
+    t = rng.random((2, 1, 30, 40))
+    p = np.clip(t + rng.normal(0, 0.1, t.shape), 0, 1)
+    m = np.zeros_like(t)
+    m[0, 0, 5:20, 3:25] = 1
+    m[1, 0, 10:25, 8:30] = 1
+    ours = float(hole_ssim(torch.tensor(p), torch.tensor(t), torch.tensor(m)))
+    ref = np.mean([structural_similarity(np.repeat(t[k, 0][m[k, 0] > 0][:, None], 3, 1),
+                                         np.repeat(p[k, 0][m[k, 0] > 0][:, None], 3, 1),
+                                         channel_axis=-1, data_range=1.0, win_size=7) for k in range(2)])
+    assert abs(ours - ref) < 1e-9
+    x = torch.tensor(p, requires_grad=True)
+    hole_ssim(x, torch.tensor(t), torch.tensor(m)).backward()
+    assert x.grad[torch.tensor(m) == 0].abs().max() == 0 and x.grad.abs().max() > 0  # only the hole

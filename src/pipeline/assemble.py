@@ -13,6 +13,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.assemble``; returns the exit status (0 ok, 2 an unusable stage checkpoint)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.assemble", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", help="start from this Pipeline folder or shipped name")
     for slot in ("mask", "inpaint", "colorize"):

@@ -64,6 +64,7 @@ def demo_items(images: list[str], n_samples: int, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.demo``; returns the exit status (0 ok, 1 some input failed, 2 usage)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("images", nargs="*", help="images or folders to restore (default: bundled samples)")
     ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")

@@ -133,6 +133,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
+    """``python -m pipeline.evaluate`` (Hydra): score a checkpoint or baseline; exit 1 if a pair was bad."""
     import hydra
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")

@@ -41,6 +41,7 @@ def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def find_mask(mask_arg: str | None, img: Path) -> Path | None:
+    """The mask for ``img`` named by ``--mask``: a file, or a folder holding one of the same name."""
     if not mask_arg:
         return None
     m = Path(mask_arg)
@@ -53,6 +54,7 @@ def find_mask(mask_arg: str | None, img: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.restore``; returns the exit status (0 ok, 1 some input failed, 2 usage)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.restore", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="image files, folders (recursive) or a competition test.csv")
     ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")

@@ -82,6 +82,7 @@ class MetricLog:
                 self.tb = None
 
     def log(self, step: int, scalars: dict) -> None:
+        """Append ``{tag: value}`` at ``step``."""
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             for k, v in scalars.items():
@@ -91,6 +92,7 @@ class MetricLog:
                 self.tb.add_scalar(k, float(v), step)
 
     def close(self):
+        """Flush and close the TensorBoard writer."""
         if self.tb is not None:
             self.tb.close()
 
@@ -377,6 +379,7 @@ class Distributed:
         self.td, self.rank, self.world = td, td.get_rank(), td.get_world_size()
 
     def broadcast_from_rank0(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers to every rank."""
         if self.on:
             for t in list(module.parameters()) + list(module.buffers()):
                 self.td.broadcast(t.data, 0)
@@ -396,6 +399,7 @@ class Distributed:
         return flags[0].item() == 0, flags[1].item() > 0
 
     def average_gradients(self, module: torch.nn.Module) -> None:
+        """All-reduce and average every gradient (what DDP does after backward)."""
         if not self.on:
             return
         for p in module.parameters():
@@ -404,6 +408,7 @@ class Distributed:
                 p.grad.div_(self.world)
 
     def finish(self, module: torch.nn.Module) -> None:
+        """Log each rank's final weight digest (they must agree) and leave the process group."""
         if not self.on:
             return
         import hashlib
@@ -433,6 +438,7 @@ def _main_thread() -> bool:
 
 
 def main() -> None:
+    """``python -m pipeline.train`` (Hydra): train the stage selected with ``stage=``."""
     import hydra
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
