@@ -1,15 +1,17 @@
 """Learned detector vs the no-learning rule where the rule is known to fail.
 
-    python benchmarks/mask_hard_cases.py [--checkpoint demo]
+    python benchmarks/mask_hard_cases.py [--checkpoint demo] [--work-sizes 256,192] [--roots DIR ...]
 
-On Kodak24 + McMaster 512x512 views: (a) "letterbox": black bars (gray 0) on the top and bottom
+On Kodak24 + McMaster 512x512 views (or the held-out split of ``--roots``, to tune on): (a) "letterbox": black bars (gray 0) on the top and bottom
 and a fill of 0 that touches one bar, so the fill merges with same-valued surroundings;
-(b) "textured": the fill is a constant plus uniform noise (+-8), so no region is constant.
-Prints the mean mask IoU of each detector per case.
+(b) "textured": the fill is a constant plus uniform noise (+-8), so no region is constant;
+(c) "plain": ordinary competition-style damage. Prints the mean mask IoU of each detector per case
+(the learned one at each ``--work-sizes`` value) and the detector's median ms per image.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--work-sizes", default="", help="mask work sizes to compare (default: the checkpoint's)")
+    ap.add_argument("--roots", nargs="*", help="use the held-out split of these photo folders instead")
+    ap.add_argument("--seed", type=int, default=3)
     args = ap.parse_args()
-    ds = PhotoData([Path(args.shared) / "photos" / d for d in ("kodak24", "mcmaster")], 512, 1.0, 0).val
+    if args.roots:
+        ds = PhotoData(args.roots, 512, 0.03, args.seed).val
+    else:
+        ds = PhotoData([Path(args.shared) / "photos" / d for d in ("kodak24", "mcmaster")], 512, 1.0, 0).val
     pipe = Pipeline.load(args.checkpoint)
-    res = {c: {"learned": [], "rule": []} for c in ("letterbox", "textured")}
+    sizes = [int(w) for w in args.work_sizes.split(",") if w] or [pipe.mask.config["work_size"]]
+    methods = [f"learned@{w}" for w in sizes] + ["rule"]
+    res = {c: {k: [] for k in methods} for c in ("letterbox", "textured", "plain")}
+    times = {w: [] for w in sizes}
     for i in range(len(ds)):
         rgb = (ds[i]["rgb"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         rng = np.random.default_rng((7, i))
@@ -44,11 +55,23 @@ def main() -> None:
         d2 = random_damage(512, 512, rng)
         b = pil_gray(rgb).copy()
         b[d2.mask] = np.clip(d2.fill + rng.integers(-8, 9, d2.mask.sum()), 0, 255)
-        for case, img, true in (("letterbox", a, m), ("textured", b, d2.mask)):
-            res[case]["learned"].append(mask_iou_f1(true, pipe.detect(img))[0])
+        # (c) plain
+        d3 = random_damage(512, 512, rng)
+        c = pil_gray(rgb).copy()
+        c[d3.mask] = d3.fill
+        for case, img, true in (("letterbox", a, m), ("textured", b, d2.mask), ("plain", c, d3.mask)):
+            for w in sizes:
+                pipe.mask.config["work_size"] = w
+                t = time.perf_counter()
+                found = pipe.detect(img)
+                times[w].append(time.perf_counter() - t)
+                res[case][f"learned@{w}"].append(mask_iou_f1(true, found)[0])
             res[case]["rule"].append(mask_iou_f1(true, rule_mask(img))[0])
+    print(f"{len(ds)} images; mean mask IoU")
+    print("| case | " + " | ".join(methods) + " |")
     for case, r in res.items():
-        print(f"{case:9s} ({len(ds)} images): learned IoU {np.mean(r['learned']):.4f}, rule IoU {np.mean(r['rule']):.4f}")
+        print(f"| {case} | " + " | ".join(f"{np.mean(r[k]):.4f}" for k in methods) + " |")
+    print("| detect ms | " + " | ".join(f"{1000 * np.median(times[w]):.1f}" for w in sizes) + " | |")
 
 
 if __name__ == "__main__":

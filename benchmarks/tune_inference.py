@@ -16,6 +16,7 @@ import torch
 from pipeline import Pipeline
 from pipeline.data import PhotoData
 from pipeline.metrics import score
+from stages import Stage
 
 
 def main() -> None:
@@ -27,12 +28,17 @@ def main() -> None:
     ap.add_argument("--temperatures", default="0.2,0.3,0.38,0.5")
     ap.add_argument("--saturations", default="1.0,1.25")
     ap.add_argument("--work-sizes", default="256,384,none")
+    ap.add_argument("--inpaint", help="swap in this inpaint stage (a training run's out_dir)")
+    ap.add_argument("--colorize", help="swap in this colorize stage (a training run's out_dir)")
+    ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
     torch.manual_seed(0)
     ds = PhotoData(args.roots, image_size=512, val_fraction=args.val_fraction, seed=args.seed).val
     items = [ds[i] for i in range(len(ds))]
-    pipe = Pipeline.load(args.checkpoint)
-    col, inp = pipe.colorize, pipe.inpaint
+    pipe = Pipeline.load(args.checkpoint, precision=args.precision)
+    for slot in ("inpaint", "colorize"):
+        if getattr(args, slot):
+            setattr(pipe, slot, Stage.load(getattr(args, slot)).eval())
 
     def run(label):
         rows = []
@@ -45,13 +51,14 @@ def main() -> None:
         print(f"{label}: S={mean['S']:.4f} M={mean['M']:.4f} C={mean['C']:.4f} score={mean['score']:.4f}",
               flush=True)
 
+    col, inp = pipe.colorize, pipe.inpaint
     print(f"{len(items)} held-out images")
     t0, s0, w0 = col.config["temperature"], col.config["saturation"], inp.config["work_size"]
-    for t, s in itertools.product(args.temperatures.split(","), args.saturations.split(",")):
+    for t, s in itertools.product(filter(None, args.temperatures.split(",")), args.saturations.split(",")):
         col.config["temperature"], col.config["saturation"] = float(t), float(s)
         run(f"temperature={t} saturation={s}")
     col.config["temperature"], col.config["saturation"] = t0, s0
-    for w in args.work_sizes.split(","):
+    for w in filter(None, args.work_sizes.split(",")):
         inp.config["work_size"] = None if w == "none" else int(w)
         run(f"inpaint work_size={w}")
     inp.config["work_size"] = w0

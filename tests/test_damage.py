@@ -47,3 +47,16 @@ def test_rule_mask_finds_a_constant_fill(rng):
     d = random_damage(64, 64, np.random.default_rng(3))
     out = rule_mask(apply_damage(gray, d))
     assert (out == d.mask).mean() > 0.99
+
+
+def test_fill_holes_matches_scipy():
+    from scipy import ndimage
+
+    from pipeline.damage import fill_holes
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        m = ndimage.binary_opening(rng.random((40, 50)) < 0.3 + 0.01 * k)
+        if k % 3 == 0:
+            m[0, :] = m[:, -1] = True  # touching the image border
+        assert np.array_equal(fill_holes(m), ndimage.binary_fill_holes(m)), k
+    assert not fill_holes(np.zeros((5, 5), bool)).any()

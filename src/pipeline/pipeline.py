@@ -50,18 +50,26 @@ class Pipeline:
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
     it), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
-    the inpainter sees around the damaged region).
+    the inpainter sees around the damaged region), ``backend`` (``torch``, or ``onnx``: each
+    network is exported on first use and run by ONNX Runtime in fp32 on the CPU).
     """
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
                  colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
-                 tile_overlap: int = 128, context: int = 128):
+                 tile_overlap: int = 128, context: int = 128, backend: str = "torch"):
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend == "onnx":
+            import importlib.util
+            if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+                raise RuntimeError("backend='onnx' needs onnxruntime and onnx: pip install 'restore-pipeline[onnx]'")
         self._stages: dict[str, Stage | None] = {}
         self.mask, self.inpaint, self.colorize = mask, inpaint, colorize
         self.precision = precision
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.context = context
+        self.backend = backend
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------ stage slots
@@ -96,7 +104,7 @@ class Pipeline:
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={type(v).__name__ if v is not None else None}" for k, v in self._stages.items())
-        return f"Pipeline({inner}, precision={self.precision!r})"
+        return f"Pipeline({inner}, precision={self.precision!r}, backend={self.backend!r})"
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
@@ -107,7 +115,8 @@ class Pipeline:
             stage.save(path / name, dtype=dtype)
         meta = {"format": FORMAT, "stages": {k: v.name for k, v in self.stages.items()},
                 "options": {"precision": self.precision, "tile_size": self.tile_size,
-                            "tile_overlap": self.tile_overlap, "context": self.context}}
+                            "tile_overlap": self.tile_overlap, "context": self.context,
+                            "backend": self.backend}}
         atomic_write_bytes(path / "pipeline.yaml", yaml.safe_dump(meta, sort_keys=False).encode())
         return path
 
@@ -130,7 +139,7 @@ class Pipeline:
                 raise CheckpointError(f"{meta_file}: unknown slot {name!r} (slots: {', '.join(SLOTS)})")
             stages[name] = Stage.load(path / name)
         opts = {k: v for k, v in (meta.get("options") or {}).items()
-                if k in ("precision", "tile_size", "tile_overlap", "context")}
+                if k in ("precision", "tile_size", "tile_overlap", "context", "backend")}
         opts.update(options)
         return cls(**stages, **opts).to(device)
 
@@ -139,6 +148,13 @@ class Pipeline:
         stage = self._stages.get(name)
         if stage is None:
             raise RuntimeError(f"this Pipeline has no {name!r} stage")
+        onnx = "_ort" in stage.__dict__
+        if self.backend == "onnx" and not onnx:
+            if self.device.type != "cpu":
+                raise RuntimeError(f"backend='onnx' runs on the CPU, not {self.device}")
+            stage.use_onnx(stage.export_onnx())
+        elif self.backend == "torch" and onnx:
+            stage.use_onnx(None)
         return stage
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:

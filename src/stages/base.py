@@ -148,6 +148,53 @@ class Stage(nn.Module):
         """``nn.Module.train``, except that a frozen stage stays in eval mode."""
         return super().train(mode and not self._frozen)
 
+    # ---------------------------------------------------------------- ONNX Runtime
+    net_in_channels: ClassVar[int] = 1
+
+    def run_net(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.net(x)``, or the ONNX Runtime session installed by ``use_onnx`` (CPU, fp32)."""
+        sess = self.__dict__.get("_ort")
+        if sess is None:
+            return self.net(x)
+        y = sess.run(None, {"x": x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(y).to(x.device)
+
+    def export_onnx(self, path: str | os.PathLike | None = None) -> bytes:
+        """The network (not the pre/post-processing around it) as ONNX bytes: input ``x``
+        (B,C,H,W) float32 with H, W multiples of the stage's padding, output ``y``. Also written to
+        ``path`` (atomically) when given."""
+        import copy
+        import io
+        import warnings
+        net = copy.deepcopy(self.net).float().eval().to("cpu")
+        buf = io.BytesIO()
+        dyn = {0: "batch", 2: "height", 3: "width"}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, torch.zeros(1, self.net_in_channels, 64, 64), buf, input_names=["x"],
+                              output_names=["y"], opset_version=17, dynamo=False,
+                              dynamic_axes={"x": dyn, "y": dyn})
+        data = buf.getvalue()
+        if path is not None:
+            atomic_write_bytes(Path(path), data)
+        return data
+
+    def use_onnx(self, model: bytes | None, threads: int | None = None) -> "Stage":
+        """Run the network through ONNX Runtime (``model``: bytes from ``export_onnx``), or
+        through torch again with ``None``. Inference only; the torch weights stay as they are."""
+        if model is None:
+            self.__dict__.pop("_ort", None)
+            return self
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeError("backend='onnx' needs onnxruntime: pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.log_severity_level = 3
+        self.__dict__["_ort"] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return self
+
     # ---------------------------------------------------------------- checkpoints
     @property
     def device(self) -> torch.device:

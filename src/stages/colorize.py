@@ -83,7 +83,7 @@ class Colorizer(Stage):
         """(B,1,H,W) -> (B,Q or 2,ceil(H/s),ceil(W/s)) with s = ``head_stride``."""
         s = self.config["head_stride"]
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
-        return self.net(x)[..., :-(-h // s), :-(-w // s)]
+        return self.run_net(x)[..., :-(-h // s), :-(-w // s)]
 
     def _target_ab(self, rgb: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """True ab (B,2,H,W) of ``rgb``, area-averaged to the output grid of ``like``."""

@@ -27,6 +27,8 @@ class Inpainter(Stage):
     (see ``hole_ssim``). M rewards local contrast along rows that plain L1 smooths away.
     """
 
+    net_in_channels = 2  # prefilled gray, mask
+
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
@@ -68,7 +70,7 @@ class Inpainter(Stage):
         base = self.prefilled(gray, mask)
         x = torch.cat([base * 2 - 1, mask * 2 - 1], 1)
         x, (h, w) = pad_to_multiple(x, self.multiple)
-        y = self.net(x)[..., :h, :w]
+        y = self.run_net(x)[..., :h, :w]
         return base + y if self.config["prefill"] == "telea" else torch.sigmoid(y)
 
     def composite(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

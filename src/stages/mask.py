@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from pipeline.damage import fill_holes
 from pipeline.metrics import mask_iou_f1
 
 from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
@@ -42,7 +43,7 @@ class MaskDetector(Stage):
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
-        return self.net(x)[..., :h, :w]
+        return self.run_net(x)[..., :h, :w]
 
     def loss(self, batch: dict) -> dict:
         """BCE + Dice of the logits of ``batch["gray"]`` against ``batch["mask"]``."""
@@ -80,7 +81,7 @@ class MaskDetector(Stage):
         if self.config["keep_largest"] and mask.any():  # names the whole fill region
             mask = _largest(mask)
         if self.config["fill_holes"]:
-            mask = ndimage.binary_fill_holes(mask)
+            mask = fill_holes(mask)
         return mask
 
     def refine(self, mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ class MaskDetector(Stage):
         part = touch & ~whole
         if not touch.any():
             return mask
-        refined = ndimage.binary_fill_holes(whole[lab] | (part[lab] & band))
+        refined = fill_holes(whole[lab] | (part[lab] & band))
         inter = np.logical_and(refined, mask).sum()
         return refined if inter >= 0.5 * mask.sum() else mask
 
