@@ -4,7 +4,8 @@
 
 Reference: three fp32 segmentation-models-pytorch UNets with resnet34 encoders chained
 mask -> inpaint -> colorize (1->1, 2->1, 1->3 channels) at 512x512, no post-processing.
-Prints the median ms/image (after one warm-up) of each setting, the ratio to the reference, and
+Settings: torch fp32, torch bf16 (CPUs with AMX/AVX512-BF16), ONNX Runtime fp32 (when installed).
+Prints the median ms/image (after one warm-up; the settings take turns) of each setting, the ratio to the reference, and
 the dev-benchmark score of each shipped setting (so speed cannot cost score silently).
 """
 from __future__ import annotations
@@ -75,10 +76,26 @@ def main() -> None:
         from pipeline.data import PhotoData
         data = PhotoData(dev, image_size=512, val_fraction=1.0, seed=0).val
 
-    for precision in ("fp32", "bf16") if cpu_has_bf16() else ("fp32",):
-        pipe = Pipeline.load(args.checkpoint, precision=precision)
-        ms = median_ms(lambda: pipe.restore(gray), args.repeats)
-        line = f"{args.checkpoint} precision={precision}: {ms:.1f} ms/image"
+    import importlib.util
+    settings = [{"precision": "fp32"}] + ([{"precision": "bf16"}] if cpu_has_bf16() else [])
+    if importlib.util.find_spec("onnxruntime"):
+        settings.append({"backend": "onnx"})
+    shipped = Pipeline.load(args.checkpoint)
+    print(f"{args.checkpoint} ships precision={shipped.precision} backend={shipped.backend}")
+    pipes = [Pipeline.load(args.checkpoint, **{"precision": "fp32", "backend": "torch", **o}) for o in settings]
+    for p in pipes:
+        p.restore(gray)  # warm-up (the onnx backend exports here)
+    # settings take turns, so a slow spell of this shared machine hits all of them alike
+    times = [[] for _ in pipes]
+    for _ in range(args.repeats):
+        for p, ts in zip(pipes, times):
+            t = time.perf_counter()
+            p.restore(gray)
+            ts.append((time.perf_counter() - t) * 1000)
+    for opts, pipe, ts in zip(settings, pipes, times):
+        ms = statistics.median(ts)
+        label = " ".join(f"{k}={v}" for k, v in opts.items())
+        line = f"{args.checkpoint} {label}: {ms:.1f} ms/image"
         if ref:
             line += f" ({ref / ms:.1f}x faster than the reference)"
         if data is not None:

@@ -111,6 +111,19 @@ def test_assemble_swaps_a_stage_and_refuses_the_wrong_slot(pipe_dir, tmp_path):
     assert r.returncode == 2 and "not a MaskDetector" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp_path, capsys):
+    from pipeline import Pipeline
+    from pipeline.assemble import main
+    assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p"), "--set", "colorize.saturation=0.5",
+                 "--set", "context=32", "--set", "backend=torch"]) == 0
+    p = Pipeline.load(tmp_path / "p")
+    assert p.colorize.config["saturation"] == 0.5 and p.context == 32 and p.backend == "torch"
+    for bad, msg in (("colorize.nope=1", "no setting 'nope'"), ("speed=3", "unknown pipeline option"),
+                     ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE")):
+        assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "q"), "--set", bad]) == 2
+        assert msg in capsys.readouterr().err
+
+
 def _break_two_pairs(root):
     (root / "train_gt" / "TRAIN_00001.png").unlink()                                   # a missing file
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(root / "train_input" / "TRAIN_00002.png")  # wrong size

@@ -47,3 +47,11 @@ def test_combine_luma_of_neutral_is_the_gray(rng):
     gray = rng.integers(0, 256, (8, 8), dtype=np.uint8)
     out = combine_luma(gray, np.repeat(gray[..., None], 3, -1).astype(np.float32) + 30)
     assert np.array_equal(out, np.repeat(gray[..., None], 3, -1))
+
+
+def test_gray_ab_to_rgb_is_lab_to_rgb_of_the_gray_lightness():
+    from pipeline.color import gray_ab_to_rgb, gray_to_lightness, lab_to_rgb
+    g = torch.rand(2, 1, 16, 16)
+    ab = (torch.rand(2, 2, 16, 16) - 0.5) * 160
+    ref = lab_to_rgb(torch.cat([gray_to_lightness(g), ab], 1), clip=False)
+    assert torch.allclose(gray_ab_to_rgb(g, ab), ref, atol=1e-5)

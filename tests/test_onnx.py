@@ -54,3 +54,9 @@ def test_export_command_writes_runnable_models(tmp_path, capsys):
         assert y.shape[0] == 2 and y.shape[-1] in (96, 24)  # colorize: a head_stride-4 grid
     assert main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_auto_backend_uses_onnx_on_cpu_when_installed():
+    pipe = _pipe(backend="auto")
+    pipe.restore(np.full((64, 64), 120, np.uint8))
+    assert all("_ort" in s.__dict__ for s in pipe.stages.values())

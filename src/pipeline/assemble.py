@@ -4,7 +4,9 @@
 
 A slot can also come from an existing Pipeline (``--base DIR_OR_NAME``; e.g. swap the colorizer of
 the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the size; they are
-restored to fp32 on load).
+restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for a key of a
+stage's config (e.g. ``colorize.saturation=0.6``), ``KEY=VALUE`` for a pipeline option
+(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
     ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")
+    ap.add_argument("--set", action="append", default=[], metavar="[SLOT.]KEY=VALUE",
+                    help="override an inference setting (repeatable)")
     args = ap.parse_args(argv)
 
     import torch
@@ -42,9 +46,42 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.precision:
         pipe.precision = args.precision
+    for item in args.set:
+        err = _apply_setting(pipe, item)
+        if err:
+            print(f"error: --set {item}: {err}", file=sys.stderr)
+            return 2
     out = pipe.save(args.out, dtype=torch.float16 if args.fp16 else None)
     print(f"wrote {out} ({', '.join(f'{k}={type(v).__name__}' for k, v in pipe.stages.items())})")
     return 0
+
+
+OPTIONS = ("precision", "backend", "context", "tile_size", "tile_overlap")
+
+
+def _apply_setting(pipe, item: str) -> str | None:
+    """Apply one ``[SLOT.]KEY=VALUE``; returns an error message or None."""
+    import yaml
+    key, sep, raw = item.partition("=")
+    if not sep:
+        return "expected [SLOT.]KEY=VALUE"
+    value = yaml.safe_load(raw)
+    slot, dot, name = key.partition(".")
+    if not dot:
+        if key not in OPTIONS:
+            return f"unknown pipeline option {key!r} (options: {', '.join(OPTIONS)})"
+        allowed = {"backend": ("torch", "onnx", "auto"), "precision": ("fp32", "bf16", "fp16", "auto")}.get(key)
+        if allowed and value not in allowed:
+            return f"{key} must be one of {', '.join(allowed)}"
+        setattr(pipe, key, value)
+        return None
+    stage = pipe.stages.get(slot)
+    if stage is None:
+        return f"this pipeline has no {slot!r} stage"
+    if name not in stage.config:
+        return f"{slot} has no setting {name!r} (settings: {', '.join(sorted(stage.config))})"
+    stage.config[name] = value
+    return None
 
 
 if __name__ == "__main__":

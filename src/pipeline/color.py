@@ -55,7 +55,7 @@ def _f(t: torch.Tensor) -> torch.Tensor:
 
 
 def _finv(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t > _DELTA, t ** 3, 3 * _DELTA ** 2 * (t - 4 / 29))
+    return torch.where(t > _DELTA, t * t * t, 3 * _DELTA ** 2 * (t - 4 / 29))
 
 
 @fp32
@@ -78,6 +78,20 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     lin = torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(lab.device), xyz)
     rgb = _linear_to_srgb(lin)
     return rgb.clamp(0, 1) if clip else rgb
+
+
+@fp32
+def gray_ab_to_rgb(gray: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) gray in [0,1] + (B,2,H,W) ab -> (B,3,H,W) unclipped sRGB; the same as
+    ``lab_to_rgb(cat(gray_to_lightness(gray), ab), clip=False)`` with the round trip of the
+    luminance through L skipped (Y is the gray's linear value)."""
+    y = _srgb_to_linear(gray.float())
+    fy = _f(y)
+    a, b = ab.float().unbind(1)
+    w = _WHITE.tolist()
+    xyz = torch.cat([w[0] * _finv(fy + a.unsqueeze(1) / 500), y, w[2] * _finv(fy - b.unsqueeze(1) / 200)], 1)
+    lin = torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(gray.device), xyz)
+    return _linear_to_srgb(lin)
 
 
 @fp32

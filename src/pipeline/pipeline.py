@@ -45,24 +45,28 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           + (f" (shipped checkpoints: {', '.join(known)})" if known else ""))
 
 
+def _have_onnx() -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
 class Pipeline:
     """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
     it), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
-    the inpainter sees around the damaged region), ``backend`` (``torch``, or ``onnx``: each
-    network is exported on first use and run by ONNX Runtime in fp32 on the CPU).
+    the inpainter sees around the damaged region), ``backend`` (``torch``; ``onnx``: each
+    network is exported on first use and run by ONNX Runtime in fp32 on the CPU; ``auto``: onnx
+    on the CPU when onnxruntime is installed, torch otherwise).
     """
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
                  colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
-                 tile_overlap: int = 128, context: int = 128, backend: str = "torch"):
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        if backend == "onnx":
-            import importlib.util
-            if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-                raise RuntimeError("backend='onnx' needs onnxruntime and onnx: pip install 'restore-pipeline[onnx]'")
+                 tile_overlap: int = 128, context: int = 64, backend: str = "torch"):
+        if backend not in ("torch", "onnx", "auto"):
+            raise ValueError(f"backend must be 'torch', 'onnx' or 'auto', got {backend!r}")
+        if backend == "onnx" and not _have_onnx():
+            raise RuntimeError("backend='onnx' needs onnxruntime and onnx: pip install onnx onnxruntime")
         self._stages: dict[str, Stage | None] = {}
         self.mask, self.inpaint, self.colorize = mask, inpaint, colorize
         self.precision = precision
@@ -149,11 +153,12 @@ class Pipeline:
         if stage is None:
             raise RuntimeError(f"this Pipeline has no {name!r} stage")
         onnx = "_ort" in stage.__dict__
-        if self.backend == "onnx" and not onnx:
+        want = self.backend == "onnx" or (self.backend == "auto" and self.device.type == "cpu" and _have_onnx())
+        if want and not onnx:
             if self.device.type != "cpu":
                 raise RuntimeError(f"backend='onnx' runs on the CPU, not {self.device}")
             stage.use_onnx(stage.export_onnx())
-        elif self.backend == "torch" and onnx:
+        elif not want and onnx:
             stage.use_onnx(None)
         return stage
 
@@ -179,10 +184,11 @@ class Pipeline:
         if not mask.any():
             return gray.copy()
         stage = self._need("inpaint")
-        ys, xs = np.nonzero(ndimage.binary_dilation(mask, iterations=1) if mask.sum() < 4 else mask)
+        grown = ndimage.binary_dilation(mask, iterations=1) if mask.sum() < 4 else mask
+        ys, xs = np.flatnonzero(grown.any(1)), np.flatnonzero(grown.any(0))
         c = self.context
-        y0, y1 = max(0, ys.min() - c), min(gray.shape[0], ys.max() + 1 + c)
-        x0, x1 = max(0, xs.min() - c), min(gray.shape[1], xs.max() + 1 + c)
+        y0, y1 = max(0, ys[0] - c), min(gray.shape[0], ys[-1] + 1 + c)
+        x0, x1 = max(0, xs[0] - c), min(gray.shape[1], xs[-1] + 1 + c)
         g = self._tensor(gray[y0:y1, x0:x1])
         m = self._tensor(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
         with torch.inference_mode(), autocast(self.device, self._precision()):

@@ -192,6 +192,8 @@ class Stage(nn.Module):
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.log_severity_level = 3
+        # no busy-waiting between runs: the torch and numpy work around the network needs the cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.__dict__["_ort"] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         return self
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.color import combine_luma, fp32, gray_to_lightness, lab_to_rgb, rgb_to_lab
+from pipeline.color import combine_luma, fp32, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
 from pipeline.metrics import hue_correlation
 
 from .base import Stage, build_unet, pad_to_multiple, register_stage
@@ -51,14 +51,14 @@ class Colorizer(Stage):
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
-                 saturation: float = 1.0, head_stride: int = 4):
+                 saturation: float = 1.0, head_stride: int = 4, flip_tta: bool = False):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
                          l1_weight=l1_weight, work_size=work_size, saturation=saturation,
-                         head_stride=head_stride)
+                         head_stride=head_stride, flip_tta=flip_tta)
         centers, lut, g = ab_grid(bin_size)
         self.grid_side = g
         self.register_buffer("centers", centers)
@@ -170,7 +170,8 @@ class Colorizer(Stage):
     @torch.inference_mode()
     def predict_ab(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,2,H,W) ab, computed at most at ``work_size`` (ab is
-        smooth; the full-resolution gray carries the detail) and upsampled."""
+        smooth; the full-resolution gray carries the detail) and upsampled; ``flip_tta`` averages
+        the logits of the image and its mirror; ``saturation`` scales the result."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
@@ -178,7 +179,13 @@ class Colorizer(Stage):
             s = ws / max(h, w)
             x = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))),
                               mode="bilinear", align_corners=False, antialias=True)
-        ab = self.decode(self(x)) * self.config["saturation"]
+        if self.config.get("flip_tta"):  # average the logits of the image and its mirror
+            out = self(torch.cat([x, x.flip(-1)]))
+            n = x.shape[0]
+            out = 0.5 * (out[:n] + out[n:].flip(-1))
+        else:
+            out = self(x)
+        ab = self.decode(out) * self.config["saturation"]
         if ab.shape[-2:] != (h, w):
             ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
         return ab
@@ -187,8 +194,7 @@ class Colorizer(Stage):
     def predict(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,3,H,W) RGB (unclipped; combine with the gray next)."""
         ab = self.predict_ab(gray) if ab is None else ab
-        lab = torch.cat([gray_to_lightness(gray.float()), ab], 1)
-        return lab_to_rgb(lab, clip=False)
+        return gray_ab_to_rgb(gray, ab)
 
     def colorize(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> np.ndarray:
         """(B,1,H,W) gray in [0,1] -> (B,H,W,3) uint8 RGB whose PIL gray equals the input."""

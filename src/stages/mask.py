@@ -96,7 +96,7 @@ class MaskDetector(Stage):
         # and clipped to a thin band when they
         # leak far away (the fill touches surroundings of the same gray).
         r = max(self.config["refine_band"], 0.5 * np.sqrt(mask.sum()))
-        near, band = _within(mask, r), _within(mask, self.config["refine_band"])
+        near, band = _within(mask, r, self.config["refine_band"])
         cand = gray == v
         lab, n = ndimage.label(cand)
         size = np.bincount(lab.ravel(), minlength=n + 1)
@@ -126,13 +126,18 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
 
 
-def _within(mask: np.ndarray, r: float) -> np.ndarray:
-    """(H,W) bool: pixels within Euclidean distance ``r`` of ``mask`` (computed in its bounding
-    box grown by ``r``, not over the whole image)."""
-    ys, xs = np.nonzero(mask)
-    m = int(np.ceil(r)) + 1
-    y0, y1 = max(0, ys.min() - m), min(mask.shape[0], ys.max() + 1 + m)
-    x0, x1 = max(0, xs.min() - m), min(mask.shape[1], xs.max() + 1 + m)
-    out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = ndimage.distance_transform_edt(~mask[y0:y1, x0:x1]) <= r
-    return out
+def _within(mask: np.ndarray, *radii: float) -> list[np.ndarray]:
+    """For each radius r, the (H,W) bool pixels within Euclidean distance r of ``mask`` (one
+    distance transform over its bounding box grown by the largest r, not the whole image)."""
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    m = int(np.ceil(max(radii))) + 1
+    y0, y1 = max(0, ys[0] - m), min(mask.shape[0], ys[-1] + 1 + m)
+    x0, x1 = max(0, xs[0] - m), min(mask.shape[1], xs[-1] + 1 + m)
+    dist = ndimage.distance_transform_edt(~mask[y0:y1, x0:x1])
+    outs = []
+    for r in radii:
+        out = np.zeros_like(mask)
+        out[y0:y1, x0:x1] = dist <= r
+        outs.append(out)
+    return outs
