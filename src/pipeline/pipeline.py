@@ -165,15 +165,21 @@ class Pipeline:
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[None, None].to(self.device)
 
+    def _batched(self, slot: str, method: str, gray: np.ndarray | list) -> tuple:
+        """Run ``stage.<method>`` on one gray or a list of same-size grays as one batch (tiled
+        when the stage has no ``work_size``); returns ``(stage, grays, output tensor)``."""
+        stage = self._need(slot)
+        grays = gray if isinstance(gray, list) else [gray]
+        x = torch.cat([self._tensor(g) for g in grays])
+        fn = getattr(stage, method)
+        with torch.inference_mode(), autocast(self.device, self._precision()):
+            out = fn(x) if stage.config.get("work_size") else tiled(fn, x, self.tile_size, self.tile_overlap)
+        return stage, grays, out
+
     def detect(self, gray: np.ndarray | list) -> np.ndarray | list:
         """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large).
         A list of same-size grays is run as one batch and gives a list of masks."""
-        stage = self._need("mask")
-        grays = gray if isinstance(gray, list) else [gray]
-        x = torch.cat([self._tensor(g) for g in grays])
-        with torch.inference_mode(), autocast(self.device, self._precision()):
-            prob = tiled(stage.probabilities, x, self.tile_size, self.tile_overlap) \
-                if not stage.config.get("work_size") else stage.probabilities(x)
+        stage, grays, prob = self._batched("mask", "probabilities", gray)
         prob = prob[:, 0].float().cpu().numpy()
         masks = [stage.postprocess(p > stage.config["threshold"], g) for p, g in zip(prob, grays)]
         return masks if isinstance(gray, list) else masks[0]
@@ -206,14 +212,7 @@ class Pipeline:
     def color(self, gray: np.ndarray | list) -> np.ndarray | list:
         """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1).
         A list of same-size grays is run as one batch and gives a list of images."""
-        stage = self._need("colorize")
-        grays = gray if isinstance(gray, list) else [gray]
-        x = torch.cat([self._tensor(g) for g in grays])
-        with torch.inference_mode(), autocast(self.device, self._precision()):
-            if stage.config.get("work_size"):
-                rgb = stage.predict(x)
-            else:
-                rgb = tiled(stage.predict, x, self.tile_size, self.tile_overlap)
+        _, grays, rgb = self._batched("colorize", "predict", gray)
         rgb = rgb.float().permute(0, 2, 3, 1).cpu().numpy() * 255
         out = [combine_luma(g, c) for g, c in zip(grays, rgb)]
         return out if isinstance(gray, list) else out[0]
