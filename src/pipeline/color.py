@@ -58,6 +58,11 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t > _DELTA, t * t * t, 3 * _DELTA ** 2 * (t - 4 / 29))
 
 
+def _xyz_to_srgb(xyz: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) XYZ (D65, Y of white = 1) -> unclipped sRGB."""
+    return _linear_to_srgb(torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(xyz.device), xyz))
+
+
 @fp32
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) sRGB in [0,1] -> (B,3,H,W) Lab (L in [0,100])."""
@@ -74,9 +79,7 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     L, a, b = lab.float().unbind(1)
     fy = (L + 16) / 116
     xyz = torch.stack([_finv(fy + a / 500), _finv(fy), _finv(fy - b / 200)], 1)
-    xyz = xyz * _WHITE.to(lab.device).view(1, 3, 1, 1)
-    lin = torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(lab.device), xyz)
-    rgb = _linear_to_srgb(lin)
+    rgb = _xyz_to_srgb(xyz * _WHITE.to(lab.device).view(1, 3, 1, 1))
     return rgb.clamp(0, 1) if clip else rgb
 
 
@@ -89,9 +92,8 @@ def gray_ab_to_rgb(gray: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     fy = _f(y)
     a, b = ab.float().unbind(1)
     w = _WHITE.tolist()
-    xyz = torch.cat([w[0] * _finv(fy + a.unsqueeze(1) / 500), y, w[2] * _finv(fy - b.unsqueeze(1) / 200)], 1)
-    lin = torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(gray.device), xyz)
-    return _linear_to_srgb(lin)
+    return _xyz_to_srgb(torch.cat([w[0] * _finv(fy + a.unsqueeze(1) / 500), y,
+                                   w[2] * _finv(fy - b.unsqueeze(1) / 200)], 1))
 
 
 @fp32

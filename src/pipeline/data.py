@@ -73,7 +73,7 @@ class StreamSampler(Sampler):
         if n < 1:
             raise ValueError("StreamSampler needs a non-empty dataset")
         self.n, self.seed, self.rank, self.world, self.start = n, int(seed), rank, world, int(start)
-        self.per_rank = max(1, n // world)
+        self.per_rank = n // world if n >= world else n  # items of each epoch this rank takes
 
     def __iter__(self):
         epoch, pos = divmod(self.start, self.per_rank)
@@ -110,7 +110,11 @@ class PhotoPairs(Dataset):
         self.image_size = int(image_size)
         self.train = train
         self.seed = seed
-        self.damage = dict(damage or {})
+        opts = dict(damage or {})
+        # hard cases for the detector (see conf/data/photos.yaml); the rest go to random_damage
+        self.texture_prob, self.touch_prob = opts.pop("texture_prob", 0.0), opts.pop("touch_prob", 0.0)
+        self.texture_amp = int(opts.pop("texture_amp", 8))
+        self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
     def __len__(self) -> int:
@@ -129,14 +133,11 @@ class PhotoPairs(Dataset):
             return self[((i + 1) % len(self), int(rng.integers(2 ** 31 - 1)))]
         self.aug.set_random_seed(int(rng.integers(2 ** 31 - 1)))
         rgb = self.aug(image=rgb)["image"]
-        opts = dict(self.damage)
-        texture_prob, touch_prob = opts.pop("texture_prob", 0.0), opts.pop("touch_prob", 0.0)
-        texture_amp = int(opts.pop("texture_amp", 8))
-        dmg = random_damage(self.image_size, self.image_size, rng, **opts)
-        if rng.random() < touch_prob:  # hard cases for the detector (see conf/data/photos.yaml)
+        dmg = random_damage(self.image_size, self.image_size, rng, **self.damage)
+        if rng.random() < self.touch_prob:
             rgb = add_touching_region(rgb, dmg, rng)
         gray = pil_gray(rgb)
-        damaged = apply_damage(gray, dmg, rng, texture_amp if rng.random() < texture_prob else 0)
+        damaged = apply_damage(gray, dmg, rng, self.texture_amp if rng.random() < self.texture_prob else 0)
         # the competition's definition, as for real pairs: input != gray, holes filled
         return _to_batch(damaged, rgb, mask_from_pair(damaged, gray))
 

@@ -1,6 +1,7 @@
 """``Pipeline``: a plain container of the three stages, with save/load and ``restore``."""
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           + (f" (shipped checkpoints: {', '.join(known)})" if known else ""))
 
 
-def _have_onnx() -> bool:
+@functools.lru_cache(maxsize=None)
+def _have_onnx() -> bool:  # asked on every stage call by backend="auto": look once
     import importlib.util
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
