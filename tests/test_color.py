@@ -55,3 +55,17 @@ def test_gray_ab_to_rgb_is_lab_to_rgb_of_the_gray_lightness():
     ab = (torch.rand(2, 2, 16, 16) - 0.5) * 160
     ref = lab_to_rgb(torch.cat([gray_to_lightness(g), ab], 1), clip=False)
     assert torch.allclose(gray_ab_to_rgb(g, ab), ref, atol=1e-5)
+
+
+def test_gray8_ab_to_rgb8_is_combine_of_gray_ab_to_rgb(rng):
+    from pipeline.color import gray8_ab_to_rgb8, gray_ab_to_rgb
+    g8 = rng.integers(0, 256, (48, 40), dtype=np.uint8)
+    ab = (torch.rand(2, 48, 40) - 0.5) * 160
+    ref = combine_luma(g8, gray_ab_to_rgb(torch.from_numpy(g8)[None, None] / 255, ab[None])[0]
+                       .permute(1, 2, 0).numpy() * 255)
+    out = gray8_ab_to_rgb8(g8, ab)
+    assert out.dtype == np.uint8 and out.shape == (48, 40, 3) and out.flags.c_contiguous
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.005
+    lum = np.asarray(Image.fromarray(out).convert("L")).astype(int)
+    assert np.abs(lum - g8).max() <= 1

@@ -60,3 +60,25 @@ def test_fill_holes_matches_scipy():
             m[0, :] = m[:, -1] = True  # touching the image border
         assert np.array_equal(fill_holes(m), ndimage.binary_fill_holes(m)), k
     assert not fill_holes(np.zeros((5, 5), bool)).any()
+
+
+def test_label4_and_within_match_scipy():
+    from scipy import ndimage
+
+    from pipeline.damage import label4
+    from stages.mask import _within
+    rng = np.random.default_rng(1)
+    for k in range(20):
+        m = rng.random((60, 70)) < 0.2 + 0.03 * k
+        lab, n = label4(m)
+        ref, n_ref = ndimage.label(m)
+        assert n == n_ref and np.array_equal(lab > 0, m)
+        # the same partition: labels map one-to-one
+        pairs = np.unique(np.stack([lab[m], ref[m]]), axis=1)
+        assert pairs.shape[1] == n
+        if k < 8:
+            small = np.zeros((60, 70), bool)
+            small[20 + k:30, 25:40 + k] = True
+            dist = ndimage.distance_transform_edt(~small)
+            for r, got in zip((3.0, 6.5, 17.3), _within(small, 3.0, 6.5, 17.3)):
+                assert np.array_equal(got, dist <= r), (k, r)

@@ -250,3 +250,42 @@ class TestColorizer(StageTestMixin):
         st = self.make(mode="regression")
         assert st(make_batch()["gray"]).shape[1] == 2
         st.loss(make_batch())["loss"].backward()
+
+    def test_soft_hue_histogram_matches_opencv(self):
+        import cv2
+        from pipeline.metrics import hue_correlation
+        from stages.colorize import hue_correlation_loss, soft_hue_histogram
+        # one colour per image: the soft histogram peaks at OpenCV's hue bin
+        rgb8 = np.random.default_rng(1).integers(0, 256, (40, 1, 1, 3), dtype=np.uint8)
+        rgb8 = rgb8[np.ptp(rgb8.astype(int), -1)[:, 0, 0] > 20]
+        cv_hue = [int(cv2.cvtColor(c, cv2.COLOR_RGB2HSV)[0, 0, 0]) for c in rgb8]
+        soft = soft_hue_histogram(torch.from_numpy(rgb8).permute(0, 3, 1, 2).float() / 255)
+        diff = (soft.argmax(1) - torch.tensor(cv_hue)).abs()
+        assert len(cv_hue) > 20 and int(torch.minimum(diff, 180 - diff).max()) <= 1
+        # on whole images the loss tracks the metric's C term
+        t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+        for seed in range(4):
+            a, b = colourful(seed=seed), colourful(seed=seed + 10)
+            assert abs((1 - float(hue_correlation_loss(t(b), t(a)))) - hue_correlation(a, b)) < 0.15
+            assert float(hue_correlation_loss(t(a), t(a))) < 1e-5
+
+    def test_hue_loss_trains_the_logits(self):
+        st = self.make(hue_weight=2.0)
+        terms = st.loss(make_batch())
+        assert 0 < float(terms["hue"]) <= 2
+        terms["loss"].backward()
+        grads = [p.grad for p in st.parameters() if p.grad is not None]
+        plain = self.make()
+        plain.loss(make_batch())["loss"].backward()
+        assert "hue" not in plain.loss(make_batch())
+        assert any(not torch.allclose(g, p.grad) for g, p in
+                   zip(grads, [p for p in plain.parameters() if p.grad is not None]))
+
+
+def test_shrink_is_area_downscaling():
+    from stages.base import shrink
+    for h, w, ws in ((64, 64, 32), (64, 48, 32), (60, 40, 20), (65, 64, 32), (30, 20, 64)):
+        x = torch.rand(2, 1, h, w)
+        s = min(1.0, ws / max(h, w))
+        ref = torch.nn.functional.interpolate(x, size=(round(h * s), round(w * s)), mode="area")
+        assert torch.allclose(shrink(x, ws), ref, atol=1e-6), (h, w, ws)

@@ -59,8 +59,8 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
 
 
 def _xyz_to_srgb(xyz: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) XYZ (D65, Y of white = 1) -> unclipped sRGB."""
-    return _linear_to_srgb(torch.einsum("ij,bjhw->bihw", _M_XYZ2RGB.to(xyz.device), xyz))
+    """(...,3,H,W) XYZ (D65, Y of white = 1) -> unclipped sRGB."""
+    return _linear_to_srgb(torch.einsum("ij,...jhw->...ihw", _M_XYZ2RGB.to(xyz.device), xyz))
 
 
 @fp32
@@ -83,17 +83,37 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     return rgb.clamp(0, 1) if clip else rgb
 
 
+def _gray_ab_tail(y: torch.Tensor, fy: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Linear luminance y and f(y), each (...,1,H,W), + a, b (...,H,W) -> unclipped sRGB."""
+    w = _WHITE.tolist()
+    return _xyz_to_srgb(torch.cat([w[0] * _finv(fy + a.unsqueeze(-3) / 500), y,
+                                   w[2] * _finv(fy - b.unsqueeze(-3) / 200)], -3))
+
+
 @fp32
 def gray_ab_to_rgb(gray: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """(B,1,H,W) gray in [0,1] + (B,2,H,W) ab -> (B,3,H,W) unclipped sRGB; the same as
     ``lab_to_rgb(cat(gray_to_lightness(gray), ab), clip=False)`` with the round trip of the
     luminance through L skipped (Y is the gray's linear value)."""
     y = _srgb_to_linear(gray.float())
-    fy = _f(y)
     a, b = ab.float().unbind(1)
-    w = _WHITE.tolist()
-    return _xyz_to_srgb(torch.cat([w[0] * _finv(fy + a.unsqueeze(1) / 500), y,
-                                   w[2] * _finv(fy - b.unsqueeze(1) / 200)], 1))
+    return _gray_ab_tail(y, _f(y), a, b)
+
+
+_Y8 = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255)  # linear Y of each uint8 gray
+_LUT_Y, _LUT_FY = _Y8.float(), _f(_Y8).float()
+
+
+@fp32
+def gray8_ab_to_rgb8(gray: np.ndarray, ab: torch.Tensor) -> np.ndarray:
+    """The inference path of colour: (H,W) uint8 gray + (2,H,W) ab -> (H,W,3) uint8 RGB whose
+    PIL gray equals ``gray`` (``combine_luma`` of ``gray_ab_to_rgb``; the gray's Y and f(Y) come
+    from 256-entry tables)."""
+    g = torch.from_numpy(np.ascontiguousarray(gray, np.uint8))
+    idx = g.long().unsqueeze(0)
+    a, b = ab.float().cpu().unbind(0)
+    rgb = _gray_ab_tail(_LUT_Y[idx], _LUT_FY[idx], a, b).mul_(255)
+    return _combine(g, rgb).numpy()
 
 
 @fp32
@@ -112,32 +132,36 @@ def combine_luma(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     nearly every pixel). Each pixel's chroma is shrunk just enough to keep all channels in
     [0,255] (zero chroma always fits), instead of clipping, which would change the gray.
     """
-    y = gray.astype(np.float32)
-    rgb = np.asarray(rgb, np.float32)
-    d = rgb - (rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # chroma; luma 0
+    rgb = torch.from_numpy(np.asarray(rgb, np.float32)).permute(2, 0, 1)
+    return _combine(torch.from_numpy(np.ascontiguousarray(gray, np.uint8)), rgb).numpy()
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@torch.inference_mode()
+def _combine(gray: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+    """``combine_luma`` on tensors: (H,W) uint8 + (3,H,W) float -> (H,W,3) uint8 (contiguous).
+    Torch rather than numpy: its elementwise ops use every core."""
+    y = gray.float()
+    d = rgb - (_LUMA[0] * rgb[0] + _LUMA[1] * rgb[1] + _LUMA[2] * rgb[2])  # chroma; luma 0
     # only the largest and the smallest offset of a pixel can leave [0, 255]
-    d0, d1, d2 = d[..., 0], d[..., 1], d[..., 2]
-    hi, lo = np.maximum(np.maximum(d0, d1), d2), np.minimum(np.minimum(d0, d1), d2)
-    t = np.ones_like(y)
-    np.divide(255.0 - y, hi, out=t, where=hi > 255.0 - y)
-    t_lo = np.ones_like(y)
-    np.divide(-y, lo, out=t_lo, where=lo < -y)
-    np.minimum(t, t_lo, out=t)
-    np.clip(t, 0.0, 1.0, out=t)
-    d *= t[..., None]
-    d += y[..., None]
-    out = np.clip(np.rint(d), 0, 255).astype(np.int32)
+    hi, lo = d.amax(0), d.amin(0)
+    room_hi, room_lo = 255 - y, -y
+    t = torch.where(hi > room_hi, room_hi / hi, 1.0)
+    t = torch.minimum(t, torch.where(lo < room_lo, room_lo / lo, 1.0)).clamp_(0, 1)
+    out = d.mul_(t).add_(y).round_().clamp_(0, 255).to(torch.int32)
     # Rounding can move the PIL gray by one step: fix it with one channel, in PIL's own integer
     # arithmetic (gray = (sum_c w_c * v_c + 2^15) >> 16).
-    yi = gray.astype(np.int32)
-    acc = out[..., 0] * _L24[0] + out[..., 1] * _L24[1] + out[..., 2] * _L24[2]
+    yi = gray.to(torch.int32)
+    acc = out[0] * _L24[0] + out[1] * _L24[1] + out[2] * _L24[2]
     for c in (1, 0, 2):
         err = yi - ((acc + 0x8000) >> 16)
-        if not err.any():
+        if not bool(err.any()):
             break
-        nc = np.clip(out[..., c] + err, 0, 255)
-        acc2 = acc + _L24[c] * (nc - out[..., c])
+        nc = (out[c] + err).clamp_(0, 255)
+        acc2 = acc + _L24[c] * (nc - out[c])
         ok = (err != 0) & (((acc2 + 0x8000) >> 16) == yi)
-        out[..., c] = np.where(ok, nc, out[..., c])
-        acc = np.where(ok, acc2, acc)
-    return out.astype(np.uint8)
+        out[c] = torch.where(ok, nc, out[c])
+        acc = torch.where(ok, acc2, acc)
+    return out.to(torch.uint8).permute(1, 2, 0).contiguous()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 SHAPES = ("rectangle", "ellipse", "triangle", "polygon")
 
@@ -126,6 +126,13 @@ def add_touching_region(rgb: np.ndarray, damage: Damage, rng: np.random.Generato
     return out
 
 
+def label4(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of an (H,W) bool array: ``(labels int32, count)`` with 0 for
+    False, like ``scipy.ndimage.label`` (numbering may differ), via OpenCV (~2x faster)."""
+    n, lab = cv2.connectedComponents(np.ascontiguousarray(mask, np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    return lab, n - 1
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """(H,W) bool -> (H,W) bool with every hole filled; the same result as
     ``scipy.ndimage.binary_fill_holes`` (4-connected background), ~20x faster: only the mask's
@@ -137,7 +144,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     xs = np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
     box = np.pad(~mask[y0:y1, x0:x1], 1, constant_values=True)
-    lab, _ = ndimage.label(box)
+    lab, _ = label4(box)
     out = mask.copy()
     out[y0:y1, x0:x1] = (lab != lab[0, 0])[1:-1, 1:-1]
     return out
@@ -160,7 +167,7 @@ def rule_mask(gray: np.ndarray, max_fill: int = 100, min_pixels: int = 16) -> np
     """
     best, best_n = None, 0
     for v in np.unique(gray[gray <= max_fill]):
-        lab, n = ndimage.label(gray == v)
+        lab, n = label4(gray == v)
         if n == 0:
             continue
         sizes = np.bincount(lab.ravel())[1:]

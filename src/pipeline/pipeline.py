@@ -15,7 +15,7 @@ from scipy import ndimage
 from stages import CheckpointError, Stage
 from stages.base import atomic_write_bytes
 
-from .color import combine_luma
+from .color import gray8_ab_to_rgb8
 from .device import autocast, resolve_precision
 from .io import to_gray, to_mask
 from .tiling import tiled
@@ -214,9 +214,8 @@ class Pipeline:
     def color(self, gray: np.ndarray | list) -> np.ndarray | list:
         """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1).
         A list of same-size grays is run as one batch and gives a list of images."""
-        _, grays, rgb = self._batched("colorize", "predict", gray)
-        rgb = rgb.float().permute(0, 2, 3, 1).cpu().numpy() * 255
-        out = [combine_luma(g, c) for g, c in zip(grays, rgb)]
+        _, grays, ab = self._batched("colorize", "predict_ab", gray)
+        out = [gray8_ab_to_rgb8(g, a) for g, a in zip(grays, ab)]
         return out if isinstance(gray, list) else out[0]
 
     def _precision(self) -> str:

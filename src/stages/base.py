@@ -323,6 +323,9 @@ def shrink(x: torch.Tensor, work_size: int | None) -> torch.Tensor:
         return x
     s = work_size / max(h, w)
     size = (max(1, round(h * s)), max(1, round(w * s)))
+    k = h // size[0]
+    if size[0] * k == h and size[1] * k == w:  # an integer factor: the same average, ~2x faster
+        return torch.nn.functional.avg_pool2d(x, k)
     return torch.nn.functional.interpolate(x, size=size, mode="area")
 
 

@@ -14,12 +14,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.color import combine_luma, fp32, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
+from pipeline.color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
 from pipeline.metrics import hue_correlation
 
 from .base import Stage, build_unet, pad_to_multiple, register_stage
 
 AB_RANGE = 110.0
+HUE_BINS = 180
+
+
+def soft_hue_histogram(rgb: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """(B,3,H,W) RGB in [0,1] -> (B,180) hue histogram, differentiable.
+
+    The hue is OpenCV's HSV hue in [0,180) (the hexagonal formula, as ``cv2.COLOR_RGB2HSV`` on
+    uint8); each pixel adds a circular Gaussian bump of ``sigma`` bins instead of a hard count.
+    """
+    rgb = rgb.float().clamp(0, 1).flatten(2)
+    r, g, b = rgb.unbind(1)
+    mx, mn = rgb.max(1).values, rgb.min(1).values
+    # 1/255: below that the uint8 image is gray and the hue is arbitrary; the clamp keeps the
+    # gradient of near-gray pixels bounded.
+    d = (mx - mn).clamp(min=1 / 255)
+    h = torch.where(mx == r, torch.remainder((g - b) / d, 6),
+                    torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 30
+    centers = torch.arange(HUE_BINS, device=rgb.device, dtype=h.dtype) + 0.5
+    dist = torch.remainder(h.unsqueeze(-1) - centers + HUE_BINS / 2, HUE_BINS) - HUE_BINS / 2
+    return torch.exp(-0.5 * (dist / sigma) ** 2).sum(1)
+
+
+def hue_correlation_loss(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """1 - Pearson correlation of the soft hue histograms (the metric's C term), batch mean.
+    pred_rgb, true_rgb: (B,3,H,W) in [0,1]; only ``pred_rgb`` gets a gradient."""
+    hp = soft_hue_histogram(pred_rgb)
+    with torch.no_grad():
+        ht = soft_hue_histogram(true_rgb)
+    hp, ht = hp - hp.mean(1, keepdim=True), ht - ht.mean(1, keepdim=True)
+    corr = (hp * ht).sum(1) / (hp.norm(dim=1) * ht.norm(dim=1)).clamp(min=1e-8)
+    return 1 - corr.mean()
 
 
 def ab_grid(bin_size: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -44,21 +75,22 @@ class Colorizer(Stage):
     """Gray (B,1,H,W) in [0,1] -> ab logits (B,Q,H,W) or ab (B,2,H,W) (``mode``).
 
     ``predict`` returns unclipped RGB (B,3,H,W) in [0,1]-ish; ``colorize`` returns the uint8
-    image whose PIL gray equals the input (``pipeline.color.combine_luma``).
+    image whose PIL gray equals the input (``pipeline.color.gray8_ab_to_rgb8``).
     """
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
-                 saturation: float = 1.0, head_stride: int = 4, flip_tta: bool = False):
+                 saturation: float = 1.0, head_stride: int = 4, flip_tta: bool = False,
+                 hue_weight: float = 0.0):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
                          l1_weight=l1_weight, work_size=work_size, saturation=saturation,
-                         head_stride=head_stride, flip_tta=flip_tta)
+                         head_stride=head_stride, flip_tta=flip_tta, hue_weight=hue_weight)
         centers, lut, g = ab_grid(bin_size)
         self.grid_side = g
         self.register_buffer("centers", centers)
@@ -148,6 +180,13 @@ class Colorizer(Stage):
             if self.config["l1_weight"] > 0:
                 terms["l1_ab"] = F.smooth_l1_loss(self.decode(out, 1.0) / AB_RANGE, ab / AB_RANGE)
                 loss = loss + self.config["l1_weight"] * terms["l1_ab"]
+            if self.config.get("hue_weight", 0) > 0:
+                s = self.config["head_stride"]
+                small = F.avg_pool2d(pad_to_multiple(gray.float(), s)[0], s)[..., :out.shape[-2], :out.shape[-1]]
+                pred_rgb = gray_ab_to_rgb(small, self.decode(out) * self.config["saturation"])
+                true_rgb = gray_ab_to_rgb(small, ab)
+                terms["hue"] = hue_correlation_loss(pred_rgb, true_rgb)
+                loss = loss + self.config["hue_weight"] * terms["hue"]
         else:
             terms["l1_ab"] = F.smooth_l1_loss(out, ab / AB_RANGE)
             loss = terms["l1_ab"]
@@ -198,9 +237,9 @@ class Colorizer(Stage):
 
     def colorize(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> np.ndarray:
         """(B,1,H,W) gray in [0,1] -> (B,H,W,3) uint8 RGB whose PIL gray equals the input."""
-        rgb = self.predict(gray, ab).permute(0, 2, 3, 1).cpu().numpy() * 255
+        ab = self.predict_ab(gray) if ab is None else ab
         g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
-        return np.stack([combine_luma(g, c) for g, c in zip(g8, rgb)])
+        return np.stack([gray8_ab_to_rgb8(g, a) for g, a in zip(g8, ab)])
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:

@@ -1,13 +1,13 @@
 """MaskDetector: where is the damage? A binary UNet on the damaged gray image."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
-from pipeline.damage import fill_holes
+from pipeline.damage import fill_holes, label4
 from pipeline.metrics import mask_iou_f1
 
 from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
@@ -98,7 +98,7 @@ class MaskDetector(Stage):
         r = max(self.config["refine_band"], 0.5 * np.sqrt(mask.sum()))
         near, band = _within(mask, r, self.config["refine_band"])
         cand = gray == v
-        lab, n = ndimage.label(cand)
+        lab, n = label4(cand)
         size = np.bincount(lab.ravel(), minlength=n + 1)
         touch = np.bincount(lab[mask & cand], minlength=n + 1) > 0
         inside = np.bincount(lab[near], minlength=n + 1)
@@ -120,7 +120,7 @@ class MaskDetector(Stage):
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
+    lab, n = label4(mask)
     if n <= 1:
         return mask
     return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
@@ -134,7 +134,9 @@ def _within(mask: np.ndarray, *radii: float) -> list[np.ndarray]:
     m = int(np.ceil(max(radii))) + 1
     y0, y1 = max(0, ys[0] - m), min(mask.shape[0], ys[-1] + 1 + m)
     x0, x1 = max(0, xs[0] - m), min(mask.shape[1], xs[-1] + 1 + m)
-    dist = ndimage.distance_transform_edt(~mask[y0:y1, x0:x1])
+    # OpenCV's exact (DIST_MASK_PRECISE) Euclidean transform: the distance of each non-zero
+    # pixel to the nearest zero one, ~10x faster than scipy's
+    dist = cv2.distanceTransform((~mask[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     outs = []
     for r in radii:
         out = np.zeros_like(mask)
