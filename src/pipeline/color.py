@@ -109,7 +109,7 @@ def gray8_ab_to_rgb8(gray: np.ndarray, ab: torch.Tensor) -> np.ndarray:
     """The inference path of colour: (H,W) uint8 gray + (2,H,W) ab -> (H,W,3) uint8 RGB whose
     PIL gray equals ``gray`` (``combine_luma`` of ``gray_ab_to_rgb``; the gray's Y and f(Y) come
     from 256-entry tables)."""
-    g = torch.from_numpy(np.ascontiguousarray(gray, np.uint8))
+    g = _as_tensor(gray, np.uint8)
     idx = g.long().unsqueeze(0)
     a, b = ab.float().cpu().unbind(0)
     rgb = _gray_ab_tail(_LUT_Y[idx], _LUT_FY[idx], a, b).mul_(255)
@@ -132,8 +132,13 @@ def combine_luma(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     nearly every pixel). Each pixel's chroma is shrunk just enough to keep all channels in
     [0,255] (zero chroma always fits), instead of clipping, which would change the gray.
     """
-    rgb = torch.from_numpy(np.asarray(rgb, np.float32)).permute(2, 0, 1)
-    return _combine(torch.from_numpy(np.ascontiguousarray(gray, np.uint8)), rgb).numpy()
+    return _combine(_as_tensor(gray, np.uint8), _as_tensor(rgb, np.float32).permute(2, 0, 1)).numpy()
+
+
+def _as_tensor(a: np.ndarray, dtype) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory when it can (copied if read-only, e.g. from a PIL image,
+    which torch would warn about)."""
+    return torch.from_numpy(np.require(a, dtype, ["C", "W"]))
 
 
 _LUMA = (0.299, 0.587, 0.114)

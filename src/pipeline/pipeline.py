@@ -165,7 +165,7 @@ class Pipeline:
         return stage
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).float().div(255)[None, None].to(self.device)
+        return torch.from_numpy(np.require(a, None, ["C", "W"])).float().div(255)[None, None].to(self.device)
 
     def _batched(self, slot: str, method: str, gray: np.ndarray | list) -> tuple:
         """Run ``stage.<method>`` on one gray or a list of same-size grays as one batch (tiled
