@@ -65,6 +65,7 @@ def test_gray8_ab_to_rgb8_is_combine_of_gray_ab_to_rgb(rng):
                        .permute(1, 2, 0).numpy() * 255)
     out = gray8_ab_to_rgb8(g8, ab)
     assert out.dtype == np.uint8 and out.shape == (48, 40, 3) and out.flags.c_contiguous
+    assert np.array_equal(gray8_ab_to_rgb8(g8, ab, block=100), out)  # bands of 2 rows: the same
     diff = np.abs(out.astype(int) - ref)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.005
     lum = np.asarray(Image.fromarray(out).convert("L")).astype(int)
