@@ -3,7 +3,9 @@
 Two heads (``mode``):
 - ``classification`` (default): logits over the in-gamut cells of a quantized ab grid
   (Zhang et al. 2016), class-rebalanced cross-entropy with the ab prior estimated from the
-  training data (``prepare``), decoded by the annealed mean (``temperature``).
+  training data (``prepare``), decoded by the annealed mean (``temperature``); optionally plus
+  the metric's hue term as a loss (``hue_weight``: 1 - correlation of soft hue histograms of the
+  decoded colour and the truth, see ``hue_correlation_loss``).
 - ``regression``: ab directly, smooth-L1 (tends to flat, brownish colour; kept for comparison).
 """
 from __future__ import annotations
@@ -167,7 +169,9 @@ class Colorizer(Stage):
             self.prior.copy_(p.float())
 
     def loss(self, batch: dict) -> dict:
-        """Rebalanced cross-entropy over ab classes (or smooth-L1 on ab in regression mode)."""
+        """Rebalanced cross-entropy over ab classes (+ ``l1_weight`` * L1 of the decoded ab +
+        ``hue_weight`` * hue-histogram loss at the head's resolution), or smooth-L1 on ab in
+        regression mode."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         out = self(gray).float()
         ab = self._target_ab(rgb, out)
