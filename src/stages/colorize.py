@@ -119,14 +119,17 @@ class Colorizer(Stage):
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
         return self.run_net(x)[..., :-(-h // s), :-(-w // s)]
 
-    def _target_ab(self, rgb: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """True ab (B,2,H,W) of ``rgb``, area-averaged to the output grid of ``like``."""
-        ab = rgb_to_lab(rgb)[:, 1:]
+    def _to_head(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B,C,H,W) area-averaged to the output grid of ``like`` (the head's stride)."""
         s = self.config["head_stride"]
         if s > 1:
-            ab, _ = pad_to_multiple(ab, s)
-            ab = F.avg_pool2d(ab, s)[..., :like.shape[-2], :like.shape[-1]]
-        return ab
+            x, _ = pad_to_multiple(x, s)
+            x = F.avg_pool2d(x, s)[..., :like.shape[-2], :like.shape[-1]]
+        return x
+
+    def _target_ab(self, rgb: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """True ab (B,2,H,W) of ``rgb``, area-averaged to the output grid of ``like``."""
+        return self._to_head(rgb_to_lab(rgb)[:, 1:], like)
 
     # ----------------------------------------------------------------- ab <-> classes
     def classes_of(self, ab: torch.Tensor) -> torch.Tensor:
@@ -185,8 +188,7 @@ class Colorizer(Stage):
                 terms["l1_ab"] = F.smooth_l1_loss(self.decode(out, 1.0) / AB_RANGE, ab / AB_RANGE)
                 loss = loss + self.config["l1_weight"] * terms["l1_ab"]
             if self.config.get("hue_weight", 0) > 0:
-                s = self.config["head_stride"]
-                small = F.avg_pool2d(pad_to_multiple(gray.float(), s)[0], s)[..., :out.shape[-2], :out.shape[-1]]
+                small = self._to_head(gray.float(), out)
                 pred_rgb = gray_ab_to_rgb(small, self.decode(out) * self.config["saturation"])
                 true_rgb = gray_ab_to_rgb(small, ab)
                 terms["hue"] = hue_correlation_loss(pred_rgb, true_rgb)
