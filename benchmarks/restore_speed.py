@@ -4,18 +4,22 @@
 
 Reference: three fp32 segmentation-models-pytorch UNets with resnet34 encoders chained
 mask -> inpaint -> colorize (1->1, 2->1, 1->3 channels) at 512x512, no post-processing.
-Settings: torch fp32, torch bf16 (CPUs with AMX/AVX512-BF16), ONNX Runtime fp32 (when installed).
+Settings: torch fp32, torch bf16 (CPUs with AMX/AVX512-BF16), ONNX Runtime fp32, OpenVINO fp32,
+OpenVINO bf16 and the checkpoint as shipped (the engines when installed).
 Prints the median ms/image (after one warm-up; the settings take turns) of each setting, the ratio to the reference, and
 the dev-benchmark score of each shipped setting (so speed cannot cost score silently).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+import pipeline  # noqa: F401  (before torch: it sets torch's OpenMP spin count, see its __init__)
 import torch
 
 
@@ -77,12 +81,18 @@ def main() -> None:
         data = PhotoData(dev, image_size=512, val_fraction=1.0, seed=0).val
 
     import importlib.util
-    settings = [{"precision": "fp32"}] + ([{"precision": "bf16"}] if cpu_has_bf16() else [])
+    settings = [{"backend": "torch", "precision": "fp32"}]
+    settings += [{"backend": "torch", "precision": "bf16"}] if cpu_has_bf16() else []
     if importlib.util.find_spec("onnxruntime"):
-        settings.append({"backend": "onnx"})
+        settings.append({"backend": "onnx", "precision": "fp32"})
+    if importlib.util.find_spec("openvino"):
+        settings += [{"backend": "openvino", "precision": p} for p in ("fp32", "bf16")]
     shipped = Pipeline.load(args.checkpoint)
-    print(f"{args.checkpoint} ships precision={shipped.precision} backend={shipped.backend}")
-    pipes = [Pipeline.load(args.checkpoint, **{"precision": "fp32", "backend": "torch", **o}) for o in settings]
+    print(f"{args.checkpoint} ships precision={shipped.precision} backend={shipped.backend}; engines: "
+          + ", ".join(f"{k}={'-'.join(map(str, shipped.engine(k)))}" for k in shipped.stages)
+          + f"; GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}")
+    settings.append({})  # as shipped
+    pipes = [Pipeline.load(args.checkpoint, **o) for o in settings]
     for p in pipes:
         p.restore(gray)  # warm-up (the onnx backend exports here)
     # settings take turns, so a slow spell of this shared machine hits all of them alike
@@ -94,7 +104,7 @@ def main() -> None:
             ts.append((time.perf_counter() - t) * 1000)
     for opts, pipe, ts in zip(settings, pipes, times):
         ms = statistics.median(ts)
-        label = " ".join(f"{k}={v}" for k, v in opts.items())
+        label = " ".join(f"{k}={v}" for k, v in opts.items()) or "as shipped"
         line = f"{args.checkpoint} {label}: {ms:.1f} ms/image"
         if ref:
             line += f" ({ref / ms:.1f}x faster than the reference)"

@@ -6,7 +6,8 @@ A slot can also come from an existing Pipeline (``--base DIR_OR_NAME``; e.g. swa
 the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the size; they are
 restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for a key of a
 stage's config (e.g. ``colorize.saturation=0.6``), ``KEY=VALUE`` for a pipeline option
-(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``).
+(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``); ``precision`` may be
+a mapping per slot: ``--set "precision={mask: auto, inpaint: auto, colorize: fp32}"``.
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.precision:
-        pipe.precision = args.precision
+        err = _apply_setting(pipe, f"precision={args.precision}")
+        if err:
+            print(f"error: --precision: {err}", file=sys.stderr)
+            return 2
     for item in args.set:
         err = _apply_setting(pipe, item)
         if err:
@@ -70,10 +74,13 @@ def _apply_setting(pipe, item: str) -> str | None:
     if not dot:
         if key not in OPTIONS:
             return f"unknown pipeline option {key!r} (options: {', '.join(OPTIONS)})"
-        allowed = {"backend": ("torch", "onnx", "auto"), "precision": ("fp32", "bf16", "fp16", "auto")}.get(key)
+        allowed = {"backend": ("torch", "openvino", "onnx", "auto")}.get(key)
         if allowed and value not in allowed:
             return f"{key} must be one of {', '.join(allowed)}"
-        setattr(pipe, key, value)
+        try:
+            setattr(pipe, key, value)
+        except ValueError as e:
+            return str(e)
         return None
     stage = pipe.stages.get(slot)
     if stage is None:

@@ -22,6 +22,7 @@ from .tiling import tiled
 
 FORMAT = "restore-pipeline/1"
 SLOTS = ("mask", "inpaint", "colorize")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 
 
@@ -46,29 +47,35 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           + (f" (shipped checkpoints: {', '.join(known)})" if known else ""))
 
 
+BACKENDS = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}  # -> modules needed
+
+
 @functools.lru_cache(maxsize=None)
-def _have_onnx() -> bool:  # asked on every stage call by backend="auto": look once
+def _installed(backend: str) -> bool:  # asked on every stage call by backend="auto": look once
     import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    return all(importlib.util.find_spec(m) is not None for m in BACKENDS[backend])
 
 
 class Pipeline:
     """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
-    it), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
-    the inpainter sees around the damaged region), ``backend`` (``torch``; ``onnx``: each
-    network is exported on first use and run by ONNX Runtime in fp32 on the CPU; ``auto``: onnx
-    on the CPU when onnxruntime is installed, torch otherwise).
+    it; or a mapping per slot, e.g. ``{"mask": "auto", "inpaint": "auto", "colorize": "fp32"}``,
+    missing slots ``auto``), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
+    the inpainter sees around the damaged region), ``backend`` (``torch``; ``openvino``: each
+    network is exported to ONNX on first use and run by OpenVINO on the CPU, in bf16 when
+    ``precision`` resolves to bf16, else fp32; ``onnx``: the same through ONNX Runtime, fp32;
+    ``auto``: on the CPU the first of openvino, onnx installed, else torch).
     """
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
                  colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
                  tile_overlap: int = 128, context: int = 64, backend: str = "torch"):
-        if backend not in ("torch", "onnx", "auto"):
-            raise ValueError(f"backend must be 'torch', 'onnx' or 'auto', got {backend!r}")
-        if backend == "onnx" and not _have_onnx():
-            raise RuntimeError("backend='onnx' needs onnxruntime and onnx: pip install onnx onnxruntime")
+        if backend not in ("torch", "onnx", "openvino", "auto"):
+            raise ValueError(f"backend must be 'torch', 'openvino', 'onnx' or 'auto', got {backend!r}")
+        if backend in BACKENDS and not _installed(backend):
+            raise RuntimeError(f"backend={backend!r} needs {' and '.join(BACKENDS[backend])}: "
+                               f"pip install {' '.join(BACKENDS[backend])}")
         self._stages: dict[str, Stage | None] = {}
         self.mask, self.inpaint, self.colorize = mask, inpaint, colorize
         self.precision = precision
@@ -154,15 +161,40 @@ class Pipeline:
         stage = self._stages.get(name)
         if stage is None:
             raise RuntimeError(f"this Pipeline has no {name!r} stage")
-        onnx = "_ort" in stage.__dict__
-        want = self.backend == "onnx" or (self.backend == "auto" and self.device.type == "cpu" and _have_onnx())
-        if want and not onnx:
-            if self.device.type != "cpu":
-                raise RuntimeError(f"backend='onnx' runs on the CPU, not {self.device}")
-            stage.use_onnx(stage.export_onnx())
-        elif not want and onnx:
-            stage.use_onnx(None)
+        engine, precision = self.engine(name)
+        want = None if engine is None else f"{engine}-{precision}"
+        if stage.runtime != want:
+            stage.use_runtime(None if want is None else stage.export_onnx(), engine, precision)
         return stage
+
+    @property
+    def precision(self) -> str | dict:
+        """``fp32`` | ``bf16`` | ``fp16`` (CUDA) | ``auto``, or a ``{slot: precision}`` mapping."""
+        return self.__dict__["_precision_opt"]
+
+    @precision.setter
+    def precision(self, value) -> None:
+        values = value.values() if isinstance(value, dict) else [value]
+        if isinstance(value, dict) and set(value) - set(SLOTS):
+            raise ValueError(f"precision: unknown slot(s) {sorted(set(value) - set(SLOTS))} (slots: {', '.join(SLOTS)})")
+        for v in values:
+            if str(v).lower() not in PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (or a mapping per slot), got {v!r}")
+        self.__dict__["_precision_opt"] = dict(value) if isinstance(value, dict) else value
+
+    def engine(self, slot: str | None = None) -> tuple[str | None, str]:
+        """What runs the networks (of ``slot``): ``(engine, precision)``, engine one of
+        ``openvino``, ``onnxruntime`` or None (torch), e.g. ``("openvino", "bf16")``."""
+        precision = self._precision(slot)
+        backend = self.backend
+        if backend == "auto":
+            backend = "torch" if self.device.type != "cpu" else next(
+                (b for b in ("openvino", "onnx") if _installed(b)), "torch")
+        elif backend != "torch" and self.device.type != "cpu":
+            raise RuntimeError(f"backend={backend!r} runs on the CPU, not {self.device}")
+        if backend == "onnx":
+            return "onnxruntime", "fp32"
+        return (backend, precision) if backend == "openvino" else (None, precision)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.require(a, None, ["C", "W"])).float().div(255)[None, None].to(self.device)
@@ -174,7 +206,7 @@ class Pipeline:
         grays = gray if isinstance(gray, list) else [gray]
         x = torch.cat([self._tensor(g) for g in grays])
         fn = getattr(stage, method)
-        with torch.inference_mode(), autocast(self.device, self._precision()):
+        with torch.inference_mode(), autocast(self.device, self._precision(slot)):
             out = fn(x) if stage.config.get("work_size") else tiled(fn, x, self.tile_size, self.tile_overlap)
         return stage, grays, out
 
@@ -199,7 +231,7 @@ class Pipeline:
         x0, x1 = max(0, xs[0] - c), min(gray.shape[1], xs[-1] + 1 + c)
         g = self._tensor(gray[y0:y1, x0:x1])
         m = self._tensor(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
-        with torch.inference_mode(), autocast(self.device, self._precision()):
+        with torch.inference_mode(), autocast(self.device, self._precision("inpaint")):
             if stage.config.get("work_size"):
                 out = stage.composite(g, m)
             else:
@@ -218,8 +250,9 @@ class Pipeline:
         out = [gray8_ab_to_rgb8(g, a) for g, a in zip(grays, ab)]
         return out if isinstance(gray, list) else out[0]
 
-    def _precision(self) -> str:
-        return resolve_precision(self.precision, self.device)
+    def _precision(self, slot: str | None = None) -> str:
+        p = self.precision
+        return resolve_precision(p.get(slot, "auto") if isinstance(p, dict) else p, self.device)
 
     def restore(self, img, mask=None, return_intermediates: bool = False):
         """Restore one image.

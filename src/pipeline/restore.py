@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4, help="images of one size restored together")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--precision", default=None, help="fp32 | bf16 | auto (default: the checkpoint's)")
-    ap.add_argument("--backend", default=None, help="torch | onnx | auto (default: the checkpoint's)")
+    ap.add_argument("--backend", default=None, help="torch | openvino | onnx | auto (default: the checkpoint's)")
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
     ap.add_argument("--no-progress", action="store_true")

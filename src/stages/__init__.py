@@ -2,6 +2,10 @@
 
 ``STAGES`` maps the registry name written in a checkpoint's config.yaml to its class.
 """
+import os
+
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # see pipeline/__init__.py
+
 from .base import STAGES, CheckpointError, Stage, register_stage
 from .colorize import Colorizer
 from .inpaint import Inpainter

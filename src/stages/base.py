@@ -152,12 +152,11 @@ class Stage(nn.Module):
     net_in_channels: ClassVar[int] = 1
 
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.net(x)``, or the ONNX Runtime session installed by ``use_onnx`` (CPU, fp32)."""
-        sess = self.__dict__.get("_ort")
-        if sess is None:
+        """``self.net(x)``, or the inference engine installed by ``use_runtime`` (CPU)."""
+        rt = self.__dict__.get("_runtime")
+        if rt is None:
             return self.net(x)
-        y = sess.run(None, {"x": x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(y).to(x.device)
+        return torch.from_numpy(rt(x.detach().float().cpu().contiguous().numpy())).to(x.device)
 
     def export_onnx(self, path: str | os.PathLike | None = None) -> bytes:
         """The network (not the pre/post-processing around it) as ONNX bytes: input ``x``
@@ -179,23 +178,26 @@ class Stage(nn.Module):
             atomic_write_bytes(Path(path), data)
         return data
 
-    def use_onnx(self, model: bytes | None, threads: int | None = None) -> "Stage":
-        """Run the network through ONNX Runtime (``model``: bytes from ``export_onnx``), or
-        through torch again with ``None``. Inference only; the torch weights stay as they are."""
-        if model is None:
-            self.__dict__.pop("_ort", None)
-            return self
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeError("backend='onnx' needs onnxruntime: pip install onnxruntime") from None
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.log_severity_level = 3
-        # no busy-waiting between runs: the torch and numpy work around the network needs the cores
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.__dict__["_ort"] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    def use_runtime(self, model: bytes | None, engine: str = "onnxruntime", precision: str = "fp32",
+                    threads: int | None = None) -> "Stage":
+        """Run the network through an inference engine on the CPU, or through torch again with
+        ``model=None``. ``model``: ONNX bytes from ``export_onnx``. ``engine``: ``onnxruntime``
+        (fp32) or ``openvino`` (``precision`` fp32, or bf16 on CPUs with AVX512-BF16/AMX, about
+        2x faster than fp32 there). Inference only; the torch weights stay as they are."""
+        self.__dict__.pop("_runtime", None)
+        if model is not None:
+            self.__dict__["_runtime"] = _RUNTIMES[engine](model, precision, threads or torch.get_num_threads())
         return self
+
+    def use_onnx(self, model: bytes | None, threads: int | None = None) -> "Stage":
+        """``use_runtime(model, "onnxruntime", "fp32", threads)``."""
+        return self.use_runtime(model, "onnxruntime", "fp32", threads)
+
+    @property
+    def runtime(self) -> str | None:
+        """The engine running the network, e.g. ``"openvino-bf16"``, or None for torch."""
+        rt = self.__dict__.get("_runtime")
+        return None if rt is None else rt.label
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -334,3 +336,55 @@ def grow(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class _OnnxRuntime:
+    """An ONNX Runtime session (fp32): (B,C,H,W) float32 array -> output array."""
+
+    def __init__(self, model: bytes, precision: str, threads: int):
+        if precision != "fp32":
+            raise ValueError(f"engine 'onnxruntime' runs fp32 only, not {precision}")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeError("backend='onnx' needs onnxruntime: pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        # no busy-waiting between runs: the torch and numpy work around the network needs the cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        self.label = "onnxruntime-fp32"
+
+    def __call__(self, x):
+        return self.session.run(None, {"x": x})[0]
+
+
+class _OpenVINO:
+    """An OpenVINO CPU model (dynamic shapes), fp32 or bf16: array -> array. One infer request
+    per thread (a request is not thread-safe)."""
+
+    def __init__(self, model: bytes, precision: str, threads: int):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"engine 'openvino' runs fp32 or bf16, not {precision}")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RuntimeError("backend='openvino' needs openvino: pip install openvino") from None
+        import io
+        import threading
+        self.compiled = ov.Core().compile_model(
+            ov.convert_model(io.BytesIO(model)), "CPU",
+            {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+             "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+        self._local = threading.local()
+        self.label = f"openvino-{precision}"
+
+    def __call__(self, x):
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req.infer({0: x}, share_outputs=False)[0]
+
+
+_RUNTIMES = {"onnxruntime": _OnnxRuntime, "openvino": _OpenVINO}
