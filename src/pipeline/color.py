@@ -101,7 +101,7 @@ def gray_ab_to_rgb(gray: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
 
 
 _Y8 = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255)  # linear Y of each uint8 gray
-_LUT_Y, _LUT_FY = _Y8.float(), _f(_Y8).float()
+_LUT_Y, _LUT_FY = _Y8.float().numpy(), _f(_Y8).float().numpy()  # numpy: its take is ~2x faster
 
 
 @fp32
@@ -110,15 +110,16 @@ def gray8_ab_to_rgb8(gray: np.ndarray, ab: torch.Tensor, block: int = 65536) -> 
     PIL gray equals ``gray`` (``combine_luma`` of ``gray_ab_to_rgb``; the gray's Y and f(Y) come
     from 256-entry tables). Runs over bands of about ``block`` pixels: the temporaries stay in
     cache (~1.5x faster at 512x512) and memory stays flat for huge images; same result."""
+    gray = np.require(gray, np.uint8, ["C"])
     g = _as_tensor(gray, np.uint8)
     ab = ab.float().cpu()
     out = torch.empty(g.shape + (3,), dtype=torch.uint8)
     rows = max(1, block // max(1, g.shape[1]))
     for r in range(0, g.shape[0], rows):
-        gb = g[r:r + rows]
-        idx = gb.long().unsqueeze(0)
+        g8 = gray[r:r + rows]
+        y, fy = (torch.from_numpy(lut[g8]).unsqueeze(0) for lut in (_LUT_Y, _LUT_FY))
         a, b = ab[:, r:r + rows].unbind(0)
-        out[r:r + rows] = _combine(gb, _gray_ab_tail(_LUT_Y[idx], _LUT_FY[idx], a, b).mul_(255))
+        out[r:r + rows] = _combine(g[r:r + rows], _gray_ab_tail(y, fy, a, b).mul_(255))
     return out.numpy()
 
 

@@ -371,10 +371,10 @@ class _OpenVINO:
             import openvino as ov
         except ImportError:
             raise RuntimeError("backend='openvino' needs openvino: pip install openvino") from None
-        import io
         import threading
-        self.compiled = ov.Core().compile_model(
-            ov.convert_model(io.BytesIO(model)), "CPU",
+        core = ov.Core()  # read_model parses ONNX bytes directly (~10x faster than convert_model)
+        self.compiled = core.compile_model(
+            core.read_model(model), "CPU",
             {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
              "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
         self._local = threading.local()

@@ -78,7 +78,7 @@ class Inpainter(Stage):
         (on an area-downscaled copy whose mask covers every partly damaged pixel)."""
         mask = mask.to(gray.dtype)
         ws = self.config["work_size"]
-        g, m = shrink(gray, ws), shrink(mask, ws)
+        g, m = shrink(torch.cat([gray, mask], 1), ws).split(1, 1)  # one pass over both
         if m.shape != mask.shape:
             m = (m > 0).to(gray.dtype)
             g = g * (1 - m) + 0.5 * m   # keep fill-value bleed out of the small copy
