@@ -5,8 +5,8 @@
 Writes ``<out>/<slot>.onnx`` (mask, inpaint, colorize): input ``x`` (B,C,H,W) float32, output
 ``y``; batch, height and width are dynamic. Only the networks are exported; the pre/post-processing
 around them (Telea prefill, ab decoding, luma recombination) stays in Python, so to restore photos
-through ONNX Runtime use ``Pipeline.load(..., backend="onnx")`` or ``restore --backend onnx``,
-which export in memory on first use.
+through OpenVINO or ONNX Runtime use ``Pipeline.load(..., backend="openvino"|"onnx")`` or
+``restore --backend openvino|onnx``, which export in memory on first use.
 """
 from __future__ import annotations
 
