@@ -120,3 +120,12 @@ def test_importing_the_package_shortens_openmp_spinning_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", code.replace("stages", "pipeline")], env=env,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "77"
+
+
+def test_unknown_engine_and_bad_precision_are_one_clear_error():
+    with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
+        tiny(MaskDetector).use_runtime(b"", "tensorrt")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _pipe(precision="fp64")
+    with pytest.raises(ValueError, match="unknown slot"):
+        _pipe(precision={"colour": "fp32"})

@@ -61,11 +61,12 @@ class Pipeline:
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
     it; or a mapping per slot, e.g. ``{"mask": "auto", "inpaint": "auto", "colorize": "fp32"}``,
-    missing slots ``auto``), ``tile_size`` / ``tile_overlap`` for large images, ``context`` (pixels of surroundings
-    the inpainter sees around the damaged region), ``backend`` (``torch``; ``openvino``: each
-    network is exported to ONNX on first use and run by OpenVINO on the CPU, in bf16 when
-    ``precision`` resolves to bf16, else fp32; ``onnx``: the same through ONNX Runtime, fp32;
-    ``auto``: on the CPU the first of openvino, onnx installed, else torch).
+    missing slots ``auto``), ``tile_size`` / ``tile_overlap`` for large images, ``context``
+    (pixels of surroundings the inpainter sees around the damaged region), ``backend``
+    (``torch``; ``openvino``: each network is exported to ONNX on first use and run by OpenVINO
+    on the CPU, in bf16 when ``precision`` resolves to bf16, else fp32; ``onnx``: the same
+    through ONNX Runtime, fp32; ``auto``: on the CPU the first of openvino, onnx installed, else
+    torch).
     """
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,

@@ -184,6 +184,8 @@ class Stage(nn.Module):
         ``model=None``. ``model``: ONNX bytes from ``export_onnx``. ``engine``: ``onnxruntime``
         (fp32) or ``openvino`` (``precision`` fp32, or bf16 on CPUs with AVX512-BF16/AMX, about
         2x faster than fp32 there). Inference only; the torch weights stay as they are."""
+        if model is not None and engine not in _RUNTIMES:
+            raise ValueError(f"unknown engine {engine!r} (engines: {', '.join(_RUNTIMES)})")
         self.__dict__.pop("_runtime", None)
         if model is not None:
             self.__dict__["_runtime"] = _RUNTIMES[engine](model, precision, threads or torch.get_num_threads())
