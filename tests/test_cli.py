@@ -42,6 +42,23 @@ def test_restore_folder_csv_zip_and_bad_inputs(pipe_dir, tmp_path):
     assert Image.open(out / "odd.png").size == (30, 20) and Image.open(out / "odd.png").mode == "RGB"
     with zipfile.ZipFile(tmp_path / "sub.zip") as z:
         assert sorted(z.namelist()) == ["TRAIN_00000.png", "TRAIN_00001.png", "odd.png"]
+        assert all(z.read(n) == (out / n).read_bytes() for n in z.namelist())  # the PNGs as written
+
+
+def test_restore_reports_an_unwritable_output_and_keeps_the_others(pipe_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.full((24, 32), 90, np.uint8)).save(src / f"{name}.png")
+    out = tmp_path / "out"
+    (out / "b.png").mkdir(parents=True)  # a folder where b's result should go
+    r = restore_cli(src, "--checkpoint", pipe_dir, "--out", out, "--zip", tmp_path / "s.zip")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errs) == 1 and "b.png" in errs[0] and "cannot write" in errs[0]
+    assert (out / "a.png").is_file() and (out / "c.png").is_file()
+    with zipfile.ZipFile(tmp_path / "s.zip") as z:
+        assert sorted(z.namelist()) == ["a.png", "c.png"]
 
 
 def test_restore_with_user_mask(pipe_dir, tmp_path):

@@ -67,3 +67,13 @@ def test_restore_property_size_mode_and_unchanged_outside(tiny_pipeline, h, w, m
         assert np.array_equal(used, mask)
     assert np.array_equal(filled[~used], gray[~used])
     assert np.abs(np.asarray(out.image.convert("L")).astype(int) - filled).max() <= 1
+
+
+def test_save_png_is_lossless_and_atomic(tmp_path):
+    from pipeline.io import save_png
+    rng = np.random.default_rng(0)
+    for mode, shape in (("RGB", (37, 53, 3)), ("L", (37, 53))):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        save_png(Image.fromarray(a, mode), tmp_path / f"{mode}.png")
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{mode}.png")), a)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["L.png", "RGB.png"]  # no temp files left

@@ -12,6 +12,7 @@ import argparse
 import sys
 import zipfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .io import IMAGE_EXTS, ImageError, list_images, save_png, to_gray, to_mask
@@ -113,13 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(items))
             return
         for (p, _, _), r in zip(items, results):
-            dst = out / f"{p.stem}.png"
-            save_png(r.image, dst)
-            written.append(dst)
-            if args.save_intermediates:
-                save_png(r.mask, out / f"{p.stem}_mask.png")
-                save_png(r.gray, out / f"{p.stem}_gray.png")
+            saving.append((out / f"{p.stem}.png", saver.submit(save, r, p.stem)))
         bar.update(len(items))
+
+    def save(r, stem):
+        save_png(r.image, out / f"{stem}.png")
+        if args.save_intermediates:
+            save_png(r.mask, out / f"{stem}_mask.png")
+            save_png(r.gray, out / f"{stem}_gray.png")
+
+    # PNG encoding (zlib releases the GIL) overlaps the next batch's restore
+    saver = ThreadPoolExecutor(max_workers=1)
+    saving: list = []
 
     for p in paths:
         try:
@@ -138,12 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     for key in list(groups):
         flush(key)
     bar.close()
+    for dst, job in saving:
+        try:
+            job.result()
+            written.append(dst)
+        except Exception as e:  # one unwritable output must not lose the others
+            print(f"error: {dst}: cannot write ({type(e).__name__}: {e})", file=sys.stderr)
+            failed += 1
+    saver.shutdown()
 
     if args.zip and written:
         zpath = Path(args.zip)
         zpath.parent.mkdir(parents=True, exist_ok=True)
         tmp = zpath.with_suffix(zpath.suffix + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
             for f in written:
                 z.write(f, arcname=f.name)
         tmp.replace(zpath)
