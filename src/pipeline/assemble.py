@@ -7,7 +7,7 @@ the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the
 restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for a key of a
 stage's config (e.g. ``colorize.saturation=0.6``), ``KEY=VALUE`` for a pipeline option
 (``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``); ``precision`` may be
-a mapping per slot: ``--set "precision={mask: auto, inpaint: auto, colorize: fp32}"``.
+a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``.
 """
 from __future__ import annotations
 

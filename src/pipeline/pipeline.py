@@ -60,7 +60,7 @@ class Pipeline:
     """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
-    it; or a mapping per slot, e.g. ``{"mask": "auto", "inpaint": "auto", "colorize": "fp32"}``,
+    it; or a mapping per slot, e.g. ``{"mask": "fp32", "inpaint": "auto", "colorize": "fp32"}``,
     missing slots ``auto``), ``tile_size`` / ``tile_overlap`` for large images, ``context``
     (pixels of surroundings the inpainter sees around the damaged region), ``backend``
     (``torch``; ``openvino``: each network is exported to ONNX on first use and run by OpenVINO
