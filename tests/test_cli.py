@@ -137,9 +137,9 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     assert p.colorize.config["saturation"] == 0.5 and p.context == 32 and p.backend == "torch"
     assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p2"),
                  "--set", "precision={inpaint: bf16, colorize: fp32}"]) == 0
-    p = Pipeline.load(tmp_path / "p2")
+    p = Pipeline.load(tmp_path / "p2", backend="torch")
     assert p.precision == {"inpaint": "bf16", "colorize": "fp32"}
-    assert p.engine("colorize")[1] == "fp32" and p.engine("inpaint")[1] == "bf16"
+    assert p.engine("colorize") == (None, "fp32") and p.engine("inpaint") == (None, "bf16")
     for bad, msg in (("colorize.nope=1", "no setting 'nope'"), ("speed=3", "unknown pipeline option"),
                      ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"),
                      ("precision=fp64", "precision must be"), ("precision={colour: fp32}", "unknown slot")):

@@ -83,7 +83,8 @@ def test_openvino_fp32_matches_torch_and_bf16_stays_close():
     # little, the result is still a valid restoration of the same gray
     pipe = _pipe(backend="openvino", precision="bf16")
     c = pipe.restore(gray, mask=np.asarray(a.mask) > 0, return_intermediates=True)
-    assert pipe.inpaint.runtime == "openvino-bf16"
+    from pipeline.device import cpu_has_bf16
+    assert pipe.inpaint.runtime == ("openvino-bf16" if cpu_has_bf16() else "openvino-fp32")
     lum = np.asarray(c.image.convert("L"), np.int16)
     assert np.abs(lum - np.asarray(c.gray, np.int16)).max() <= 1
     assert np.abs(np.asarray(c.gray, np.int16) - np.asarray(a.gray, np.int16)).mean() < 2
@@ -129,3 +130,15 @@ def test_unknown_engine_and_bad_precision_are_one_clear_error():
         _pipe(precision="fp64")
     with pytest.raises(ValueError, match="unknown slot"):
         _pipe(precision={"colour": "fp32"})
+
+
+def test_openvino_bf16_only_where_the_cpu_has_it(monkeypatch):
+    pytest.importorskip("openvino")
+    from pipeline import pipeline as pl
+    pipe = _pipe(backend="openvino", precision="bf16")
+    monkeypatch.setattr(pl, "cpu_has_bf16", lambda: False)
+    assert pipe.engine("inpaint") == ("openvino", "fp32")
+    monkeypatch.setattr(pl, "cpu_has_bf16", lambda: True)
+    assert pipe.engine("inpaint") == ("openvino", "bf16")
+    pipe.precision = {"inpaint": "fp32", "mask": "bf16"}
+    assert pipe.engine("inpaint") == ("openvino", "fp32") and pipe.engine("mask") == ("openvino", "bf16")

@@ -16,7 +16,7 @@ from stages import CheckpointError, Stage
 from stages.base import atomic_write_bytes
 
 from .color import gray8_ab_to_rgb8
-from .device import autocast, resolve_precision
+from .device import autocast, cpu_has_bf16, resolve_precision
 from .io import to_gray, to_mask
 from .tiling import tiled
 
@@ -195,7 +195,9 @@ class Pipeline:
             raise RuntimeError(f"backend={backend!r} runs on the CPU, not {self.device}")
         if backend == "onnx":
             return "onnxruntime", "fp32"
-        return (backend, precision) if backend == "openvino" else (None, precision)
+        if backend == "openvino":  # OpenVINO silently runs fp32 where the CPU lacks bf16: say so
+            return "openvino", precision if cpu_has_bf16() else "fp32"
+        return None, precision
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.require(a, None, ["C", "W"])).float().div(255)[None, None].to(self.device)
