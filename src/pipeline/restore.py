@@ -100,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[tuple, list] = defaultdict(list)
     bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
 
+    def save(r, stem):
+        save_png(r.image, out / f"{stem}.png")
+        if args.save_intermediates:
+            save_png(r.mask, out / f"{stem}_mask.png")
+            save_png(r.gray, out / f"{stem}_gray.png")
+
+    # PNG encoding (zlib releases the GIL) overlaps the next batch's restore
+    saver = ThreadPoolExecutor(max_workers=1)
+    saving: list = []
+
     def flush(key):
         nonlocal failed
         items = groups.pop(key, [])
@@ -116,16 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         for (p, _, _), r in zip(items, results):
             saving.append((out / f"{p.stem}.png", saver.submit(save, r, p.stem)))
         bar.update(len(items))
-
-    def save(r, stem):
-        save_png(r.image, out / f"{stem}.png")
-        if args.save_intermediates:
-            save_png(r.mask, out / f"{stem}_mask.png")
-            save_png(r.gray, out / f"{stem}_gray.png")
-
-    # PNG encoding (zlib releases the GIL) overlaps the next batch's restore
-    saver = ThreadPoolExecutor(max_workers=1)
-    saving: list = []
 
     for p in paths:
         try:

@@ -191,10 +191,6 @@ class Stage(nn.Module):
             self.__dict__["_runtime"] = _RUNTIMES[engine](model, precision, threads or torch.get_num_threads())
         return self
 
-    def use_onnx(self, model: bytes | None, threads: int | None = None) -> "Stage":
-        """``use_runtime(model, "onnxruntime", "fp32", threads)``."""
-        return self.use_runtime(model, "onnxruntime", "fp32", threads)
-
     @property
     def runtime(self) -> str | None:
         """The engine running the network, e.g. ``"openvino-bf16"``, or None for torch."""
