@@ -69,3 +69,18 @@ def test_a_sample_seed_fixes_a_training_item(tmp_path):
     a, b, c = ds[(0, 11)], ds[(0, 11)], ds[(0, 12)]
     assert torch.equal(a["gray"], b["gray"]) and torch.equal(a["mask"], b["mask"])
     assert not torch.equal(a["mask"], c["mask"])
+
+
+def test_group_split_keeps_each_group_on_one_side(tmp_path):
+    from pipeline.data import _split, group_keys
+    names = [f"CamVid_train_{seq}_{i:03d}.jpg" for seq in ("0001TP", "0006R0") for i in range(6)]
+    names += [f"photo_{i}.jpg" for i in range(20)]
+    keys = group_keys(names, r"^CamVid_[a-z]+_([^_]+)_")
+    assert len(set(keys)) == 2 + 20
+    for seed in range(20):
+        tr, va = _split(len(names), 0.25, seed, keys)
+        assert sorted(tr + va) == list(range(len(names))) and 0 < len(va) <= 8
+        for seq in ("0001TP", "0006R0"):
+            sides = {i in va for i, n in enumerate(names) if seq in n}
+            assert len(sides) == 1      # never split across train and val
+    assert group_keys(names, None) is None

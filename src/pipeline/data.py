@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from pathlib import Path
 
 import albumentations as A
@@ -35,15 +36,44 @@ def _to_batch(damaged: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> dict:
             "rgb": t(rgb).permute(2, 0, 1), "mask": torch.from_numpy(np.array(mask, dtype=np.float32))[None]}
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded train/val index split; with a single item (or ``val_fraction >= 1``) both use all."""
+def _split(n: int, val_fraction: float, seed: int, groups=None) -> tuple[list[int], list[int]]:
+    """Seeded train/val index split; with a single item (or ``val_fraction >= 1``) both use all.
+
+    ``groups`` (n keys, optional): items sharing a key (e.g. frames of one video) land on the same
+    side. Groups are taken in a seeded order and a group goes to val only while it fits in the
+    val quota, so a group larger than the quota always trains.
+    """
     if n == 0:
         return [], []
     if n == 1 or val_fraction >= 1:
         return list(range(n)), list(range(n))
-    perm = np.random.default_rng(seed).permutation(n).tolist()
     n_val = min(n - 1, max(1, round(n * val_fraction)))
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
+    if groups is None:
+        perm = np.random.default_rng(seed).permutation(n).tolist()
+        return sorted(perm[n_val:]), sorted(perm[:n_val])
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = list(members)
+    val: list[int] = []
+    for k in np.random.default_rng(seed).permutation(len(keys)).tolist():
+        if len(val) + len(members[keys[k]]) <= n_val:
+            val += members[keys[k]]
+    val_set = set(val)
+    return [i for i in range(n) if i not in val_set], sorted(val)
+
+
+def group_keys(files, pattern: str | None) -> list[str] | None:
+    """One split group per file: the first capture group of ``pattern`` searched in the file name
+    (e.g. a video's sequence id), or the file itself when it does not match; None without a pattern."""
+    if not pattern:
+        return None
+    rx = re.compile(pattern)
+    keys = []
+    for f in files:
+        m = rx.search(Path(f).name)
+        keys.append(f"group:{m.group(1) if m.groups() else m.group(0)}" if m else f"file:{f}")
+    return keys
 
 
 def _sample_seed() -> int:
@@ -199,10 +229,12 @@ class DaconPairs(Dataset):
 # ----------------------------------------------------------------------- Hydra data modules
 class PhotoData:
     """``data=photos``: every jpg/png/tif/bmp under ``root`` (a folder or a list of folders,
-    recursive), with synthetic damage."""
+    recursive), with synthetic damage. ``group_pattern``: a regex whose first group names the
+    split group of a file (near-duplicate video frames stay on one side of the split)."""
 
     def __init__(self, root, image_size: int = 256, val_fraction: float = 0.05, seed: int = 0,
-                 max_files: int | None = None, damage: dict | None = None):
+                 max_files: int | None = None, damage: dict | None = None,
+                 group_pattern: str | None = None):
         roots = [root] if isinstance(root, (str, os.PathLike)) or root is None else list(root)
         files = []
         for r in roots:
@@ -213,7 +245,7 @@ class PhotoData:
             raise FileNotFoundError(f"data.root={root}: no images (jpg/png/tif/bmp) found")
         if max_files:
             files = files[: int(max_files)]
-        tr, va = _split(len(files), val_fraction, seed)
+        tr, va = _split(len(files), val_fraction, seed, group_keys(files, group_pattern))
         self.train = PhotoPairs([files[i] for i in tr], image_size, True, seed, damage)
         self.val = PhotoPairs([files[i] for i in va], image_size, False, seed, damage)
 

@@ -191,6 +191,24 @@ def _load_state(out: Path, stage: Stage, opt, sched) -> tuple[int, int]:
     return int(state["step"]), int(state.get("batches", state["step"]))
 
 
+def _init_from(stage: Stage, path) -> None:
+    """Start from the weights of the stage folder ``path``. Tensors it lacks (blocks this config
+    adds, e.g. ``model.fourier_blocks``) keep their fresh initialisation; tensors it has that this
+    config lacks, or of another shape, stop the run with one line."""
+    src = type(stage).load(path).state_dict()
+    own = stage.state_dict()
+    extra = sorted(set(src) - set(own))
+    bad = [k for k in src if k in own and src[k].shape != own[k].shape]
+    if extra or bad:
+        what = f"{len(extra)} tensors this config lacks (e.g. {extra[0]})" if extra else \
+            f"tensor {bad[0]} of shape {tuple(src[bad[0]].shape)}, this config has {tuple(own[bad[0]].shape)}"
+        raise TrainingError(f"init_from={path}: does not fit model.* ({what})")
+    missing = sorted(set(own) - set(src))
+    stage.load_state_dict(src, strict=False)
+    if missing:
+        log.info("init_from=%s: %d tensors start fresh (not in it), e.g. %s", path, len(missing), missing[0])
+
+
 def run(cfg: DictConfig) -> Path:
     """Train the configured stage; returns ``out_dir``."""
     from torch.utils.data import DataLoader
@@ -215,7 +233,7 @@ def run(cfg: DictConfig) -> Path:
         raise TrainingError(f"model._target_ builds a {type(stage).__name__}, stage={cfg.stage} "
                             f"needs a {STAGES[cfg.stage].__name__}")
     if cfg.get("init_from"):
-        stage.load_state_dict(type(stage).load(cfg.init_from).state_dict())
+        _init_from(stage, cfg.init_from)
     stage.to(device)
     if tc.channels_last:
         stage.to(memory_format=torch.channels_last)

@@ -329,6 +329,41 @@ def shrink(x: torch.Tensor, work_size: int | None) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=size, mode="area")
 
 
+TTA_SIZES = (1, 2, 4, 8)
+
+
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 flips/transposes of (..., H, W) (bit 0: mirror W, bit 1: flip H, bit 2:
+    transpose, applied first), or its inverse."""
+    if k & 4 and not inverse:
+        x = x.transpose(-1, -2)
+    if k & 1:
+        x = x.flip(-1)
+    if k & 2:
+        x = x.flip(-2)
+    if k & 4 and inverse:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def tta_mean(fn, inputs: tuple, n: int) -> torch.Tensor:
+    """Mean of ``fn(*inputs)`` over the first ``n`` (1, 2, 4 or 8) of the dihedral transforms
+    of ``inputs`` (2: + mirror; 4: + vertical flips; 8: + transposes), each output transformed
+    back. ``fn`` must map (B,C,H,W) inputs to a (B,C',H',W') output on the same grid (any
+    stride); one batched call per input shape."""
+    if n not in TTA_SIZES:
+        raise ValueError(f"tta must be one of {TTA_SIZES}, got {n}")
+    if n == 1:
+        return fn(*inputs)
+    b, out = inputs[0].shape[0], 0
+    for ks in ([k for k in range(n) if k < 4], [k for k in range(n) if k >= 4]):
+        if ks:
+            y = fn(*[torch.cat([dihedral(t, k) for k in ks]) for t in inputs])
+            for i, k in enumerate(ks):
+                out = out + dihedral(y[i * b:(i + 1) * b], k, inverse=True)
+    return out / n
+
+
 def grow(x: torch.Tensor, size) -> torch.Tensor:
     """Bilinear upsample (B,C,h,w) to ``size`` (no-op when already that size)."""
     if tuple(x.shape[-2:]) == tuple(size):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pipeline.color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
 from pipeline.metrics import hue_correlation
 
-from .base import Stage, build_unet, pad_to_multiple, register_stage
+from .base import TTA_SIZES, Stage, build_unet, pad_to_multiple, register_stage, tta_mean
 
 AB_RANGE = 110.0
 HUE_BINS = 180
@@ -84,15 +84,19 @@ class Colorizer(Stage):
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
-                 saturation: float = 1.0, head_stride: int = 4, flip_tta: bool = False,
-                 hue_weight: float = 0.0):
+                 saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
+                 hue_weight: float = 0.0, flip_tta: bool | None = None):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
+        if flip_tta is not None:  # checkpoints before tta existed: flip_tta true == tta 2
+            tta = 2 if flip_tta and tta == 1 else tta
+        if tta not in TTA_SIZES:
+            raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
                          l1_weight=l1_weight, work_size=work_size, saturation=saturation,
-                         head_stride=head_stride, flip_tta=flip_tta, hue_weight=hue_weight)
+                         head_stride=head_stride, tta=int(tta), hue_weight=hue_weight)
         centers, lut, g = ab_grid(bin_size)
         self.grid_side = g
         self.register_buffer("centers", centers)
@@ -215,8 +219,8 @@ class Colorizer(Stage):
     @torch.inference_mode()
     def predict_ab(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,2,H,W) ab, computed at most at ``work_size`` (ab is
-        smooth; the full-resolution gray carries the detail) and upsampled; ``flip_tta`` averages
-        the logits of the image and its mirror; ``saturation`` scales the result."""
+        smooth; the full-resolution gray carries the detail) and upsampled; ``tta`` (1/2/4/8)
+        averages the logits over that many flips/transposes; ``saturation`` scales the result."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
@@ -224,12 +228,7 @@ class Colorizer(Stage):
             s = ws / max(h, w)
             x = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))),
                               mode="bilinear", align_corners=False, antialias=True)
-        if self.config.get("flip_tta"):  # average the logits of the image and its mirror
-            out = self(torch.cat([x, x.flip(-1)]))
-            n = x.shape[0]
-            out = 0.5 * (out[:n] + out[n:].flip(-1))
-        else:
-            out = self(x)
+        out = tta_mean(self, (x,), int(self.config.get("tta", 1)))
         ab = self.decode(out) * self.config["saturation"]
         if ab.shape[-2:] != (h, w):
             ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)

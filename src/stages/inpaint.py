@@ -9,7 +9,8 @@ from pytorch_msssim import ssim
 
 from pipeline.color import fp32
 
-from .base import Stage, build_unet, grow, pad_to_multiple, register_stage, shrink
+from .base import TTA_SIZES, Stage, build_unet, grow, pad_to_multiple, register_stage, shrink, tta_mean
+from .fourier import add_fourier_blocks
 
 
 @register_stage("inpaint")
@@ -21,6 +22,10 @@ class Inpainter(Stage):
     added to it, from a zero-initialised head, so training starts at Telea's quality.
     ``constant``: the hole blanked to 0.5; the network predicts the gray (sigmoid).
     The output is ``mask * prediction + (1 - mask) * gray``.
+    ``fourier_blocks`` > 0 adds that many LaMa-style Fourier convolution blocks (``stages.fourier``)
+    on encoder feature ``fourier_level`` (stride 2^level): a receptive field of the whole image,
+    for periodic structure across large holes. ``tta`` (1/2/4/8): at inference, average the
+    prediction over that many flips/transposes of the input.
     Loss: L1 weighted towards the hole + ``ssim_weight * (1 - SSIM)`` of the composite
     + ``hole_ssim_weight * (1 - hole SSIM)``, where the hole SSIM is the competition's M term
     on gray: SSIM over the hole's pixels in raster order, as one 1-D signal with a 7-wide window
@@ -33,15 +38,20 @@ class Inpainter(Stage):
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
                  dilate: int = 0, work_size: int | None = None, prefill: str = "telea",
-                 telea_radius: int = 3, hole_ssim_weight: float = 0.0):
+                 telea_radius: int = 3, hole_ssim_weight: float = 0.0, fourier_blocks: int = 0,
+                 fourier_level: int = 3, tta: int = 1):
         if prefill not in ("telea", "constant"):
             raise ValueError(f"prefill must be 'telea' or 'constant', got {prefill!r}")
+        if tta not in TTA_SIZES:
+            raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
                          decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
                          hole_weight=hole_weight, valid_weight=valid_weight,
                          ssim_weight=ssim_weight, dilate=dilate, work_size=work_size,
-                         prefill=prefill, telea_radius=telea_radius, hole_ssim_weight=hole_ssim_weight)
+                         prefill=prefill, telea_radius=telea_radius, hole_ssim_weight=hole_ssim_weight,
+                         fourier_blocks=fourier_blocks, fourier_level=fourier_level, tta=int(tta))
         self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        add_fourier_blocks(self.net, int(fourier_level), int(fourier_blocks))
         self.multiple = 2 ** encoder_depth
         if prefill == "telea":
             head = self.net.segmentation_head[0]
@@ -82,7 +92,7 @@ class Inpainter(Stage):
         if m.shape != mask.shape:
             m = (m > 0).to(gray.dtype)
             g = g * (1 - m) + 0.5 * m   # keep fill-value bleed out of the small copy
-        pred = grow(self(g, self._grow(m)), gray.shape[-2:])
+        pred = grow(tta_mean(self, (g, self._grow(m)), int(self.config.get("tta", 1))), gray.shape[-2:])
         return mask * pred + (1 - mask) * gray
 
     def loss(self, batch: dict) -> dict:
