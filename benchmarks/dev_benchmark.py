@@ -43,7 +43,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="demo")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--max-images", type=int, default=None)
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precision", default="fp32",
+                    help="fp32, bf16, auto, or 'saved': the checkpoint's own (per-slot) setting")
     ap.add_argument("--variants", default="pipeline,rule_mask,true_mask,gray,telea")
     args = ap.parse_args()
     shared = Path(args.shared)
@@ -58,7 +59,7 @@ def main() -> int:
     if not sets:
         print(f"error: no benchmark data under {shared}", file=sys.stderr)
         return 2
-    pipe = Pipeline.load(args.checkpoint, precision=args.precision)
+    pipe = Pipeline.load(args.checkpoint, **({} if args.precision == "saved" else {"precision": args.precision}))
     print(f"| set | method | S | M | C | score | mask IoU | s/image |")
     print("|---|---|---|---|---|---|---|---|")
     for name, ds in sets.items():

@@ -43,13 +43,14 @@ def main() -> None:
     ap.add_argument("--telea", action="store_true", help="also score OpenCV Telea's gray (no colour)")
     ap.add_argument("--inpaint", help="swap in this inpaint stage (a training run's out_dir)")
     ap.add_argument("--colorize-stage", help="swap in this colorize stage (a training run's out_dir)")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precision", default="fp32",
+                    help="fp32, bf16, auto, or 'saved': the checkpoint's own (per-slot) setting")
     args = ap.parse_args()
     torch.manual_seed(0)
     ds = PhotoData(args.roots, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
                    group_pattern=args.group_pattern).val
     items = [ds[i] for i in range(len(ds))]
-    pipe = Pipeline.load(args.checkpoint, precision=args.precision)
+    pipe = Pipeline.load(args.checkpoint, **({} if args.precision == "saved" else {"precision": args.precision}))
     if args.inpaint:
         pipe.inpaint = Stage.load(args.inpaint)
     if args.colorize_stage:

@@ -47,9 +47,7 @@ def test_compose_every_stage_and_data(stage, data, tmp_path):
         if not all(d.is_dir() for d in dev):
             pytest.skip("the dev benchmark photos (../shared/data/photos) are not here")
         root = [f"data.root=[{dev[0]},{dev[1]}]"]
-    elif data == "shared_photos":  # its roots are relative to the repo root, as in the README
-        if not Path("../shared/data/photos/camvid").is_dir():
-            pytest.skip("the training photos (../shared/data/photos) are not here")
+    elif data in ("shared_photos", "packed_photos"):  # fixed roots, relative to the repo root
         root = []
     else:
         root = {"samples": [], "photos": [f"data.root={SAMPLES_DIR}"],
@@ -58,6 +56,8 @@ def test_compose_every_stage_and_data(stage, data, tmp_path):
         cfg = compose("train", overrides=[f"stage={stage}", f"data={data}", "trainer.image_size=64",
                                           *TINY_OVERRIDES, *root])
     assert cfg.stage == stage and cfg.trainer.image_size == 64
+    if data in ("shared_photos", "packed_photos") and not all(Path(r).is_dir() for r in cfg.data.root):
+        pytest.skip(f"data={data}: its photo folders are not here")
     model = instantiate(cfg.model)
     assert isinstance(model, STAGES[stage])
     ds = instantiate(cfg.data)

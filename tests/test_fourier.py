@@ -121,3 +121,23 @@ def test_stage_tta_on_non_square_inputs_and_the_old_flip_key():
     assert "flip_tta" not in tiny(Colorizer, flip_tta=False).config
     with pytest.raises(ValueError, match="tta"):
         tiny(Inpainter, tta=3)
+
+
+def test_inpainter_with_blocks_runs_in_every_engine():
+    """The exported network (a deep copy) carries the blocks: engines match torch at other sizes."""
+    import importlib.util
+    st = tiny(Inpainter, fourier_blocks=2, fourier_level=2)
+    for b in st.net.fourier:
+        torch.nn.init.normal_(b.proj.weight, std=0.2)
+    torch.nn.init.normal_(st.net.segmentation_head[0].weight, std=0.2)  # zero at init (Telea start)
+    x = torch.rand(2, 2, 64, 96)
+    with torch.no_grad():
+        ref = st.net(x)
+        hooked = st.net.encoder(x)[2]
+        plain = type(st.net.encoder).forward(st.net.encoder, x)[2]  # the same call without the hook
+    assert not torch.allclose(hooked, plain, atol=1e-3)  # the blocks act
+    engines = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for engine in engines:
+        st.use_runtime(st.export_onnx(), engine, "fp32")
+        assert torch.allclose(st.run_net(x), ref, atol=1e-4), engine
+    st.use_runtime(None)

@@ -90,9 +90,18 @@ def add_fourier_blocks(net: nn.Module, level: int, blocks: int) -> None:
     if not 0 < level < len(channels):
         raise ValueError(f"fourier_level must be in 1..{len(channels) - 1}, got {level}")
     net.fourier = nn.Sequential(*[FourierBlock(channels[level]) for _ in range(blocks)])
+    net.encoder.register_forward_hook(_ApplyToFeature(net.fourier, level))
 
-    def hook(_module, _inputs, features):
+
+class _ApplyToFeature:
+    """Encoder forward hook: ``features[level] = blocks(features[level])``. An object holding the
+    blocks, not a closure over ``net``: ``copy.deepcopy(net)`` (as ONNX export does) then hooks
+    the copy's blocks, not the original's."""
+
+    def __init__(self, blocks: nn.Module, level: int):
+        self.blocks, self.level = blocks, level
+
+    def __call__(self, _module, _inputs, features):
         features = list(features)
-        features[level] = net.fourier(features[level])
+        features[self.level] = self.blocks(features[self.level])
         return features
-    net.encoder.register_forward_hook(hook)
