@@ -2,7 +2,7 @@
 gets the working tree only (a lent GPU: the tree that travels is at most 64 MiB).
 
     python tools/pack_photos.py ../shared/data/photos/{bsds500,imagenet_sample,camvid,imagen,osie,road_imagenet,scenes} \\
-        --out photos_small --max-side 256 --quality 88
+        --out photos_small --max-side 224 --quality 75
 
 Each source folder becomes ``OUT/<folder name>/`` with the same relative paths (``.jpg``), so the
 split groups (``data.group_pattern``) and the held-out split by file order stay the same. Never pack
@@ -23,8 +23,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("roots", nargs="+")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max-side", type=int, default=256)
-    ap.add_argument("--quality", type=int, default=88)
+    ap.add_argument("--max-side", type=int, default=224)
+    ap.add_argument("--quality", type=int, default=75)
     args = ap.parse_args()
     out, n, total, bad = Path(args.out), 0, 0, 0
     for root in map(Path, args.roots):
