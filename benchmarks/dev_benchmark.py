@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32",
                     help="fp32, bf16, auto, or 'saved': the checkpoint's own (per-slot) setting")
     ap.add_argument("--variants", default="pipeline,rule_mask,true_mask,gray,telea")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: where the pipeline runs")
     args = ap.parse_args()
     shared = Path(args.shared)
     sets = {}
@@ -59,7 +60,8 @@ def main() -> int:
     if not sets:
         print(f"error: no benchmark data under {shared}", file=sys.stderr)
         return 2
-    pipe = Pipeline.load(args.checkpoint, **({} if args.precision == "saved" else {"precision": args.precision}))
+    pipe = Pipeline.load(args.checkpoint, device=args.device,
+                         **({} if args.precision == "saved" else {"precision": args.precision}))
     print(f"| set | method | S | M | C | score | mask IoU | s/image |")
     print("|---|---|---|---|---|---|---|---|")
     for name, ds in sets.items():

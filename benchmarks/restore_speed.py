@@ -1,13 +1,15 @@
 """Time ``Pipeline.restore`` on 512x512 inputs against the seeds' reference, and score each setting.
 
-    python benchmarks/restore_speed.py [--checkpoint demo] [--repeats 7] [--threads 2] [--score-images 12]
+    python benchmarks/restore_speed.py [--checkpoint demo] [--repeats 7] [--threads 2] [--score-images 12] [--startup]
 
 Reference: three fp32 segmentation-models-pytorch UNets with resnet34 encoders chained
 mask -> inpaint -> colorize (1->1, 2->1, 1->3 channels) at 512x512, no post-processing.
 Settings: torch fp32, torch bf16 (CPUs with AMX/AVX512-BF16), ONNX Runtime fp32, OpenVINO fp32,
 OpenVINO bf16 and the checkpoint as shipped (the engines when installed).
 Prints the median ms/image (after one warm-up; the settings take turns) of each setting, the ratio to the reference, and
-the dev-benchmark score of each shipped setting (so speed cannot cost score silently).
+the dev-benchmark score of each shipped setting (so speed cannot cost score silently), and how far
+"as shipped" is from the fastest setting. ``--startup``: wall time of ``python -m pipeline.restore``
+on one 512x512 image in a new process, with the engine cache cold, warm, and off.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--score-images", type=int, default=12, help="dev-benchmark images scored per setting")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--startup", action="store_true", help="also time a new process's first restore")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -87,6 +90,8 @@ def main() -> None:
         settings.append({"backend": "onnx", "precision": "fp32"})
     if importlib.util.find_spec("openvino"):
         settings += [{"backend": "openvino", "precision": p} for p in ("fp32", "bf16")]
+        if cpu_has_bf16():  # the detector and colorizer in fp32 (exact), the inpainter in bf16
+            settings.append({"backend": "openvino", "precision": {"mask": "fp32", "inpaint": "bf16", "colorize": "fp32"}})
     shipped = Pipeline.load(args.checkpoint)
     print(f"{args.checkpoint} ships precision={shipped.precision} backend={shipped.backend}; engines: "
           + ", ".join(f"{k}={'-'.join(map(str, shipped.engine(k)))}" for k in shipped.stages)
@@ -102,8 +107,8 @@ def main() -> None:
             t = time.perf_counter()
             p.restore(gray)
             ts.append((time.perf_counter() - t) * 1000)
-    for opts, pipe, ts in zip(settings, pipes, times):
-        ms = statistics.median(ts)
+    medians = [statistics.median(ts) for ts in times]
+    for opts, pipe, ms in zip(settings, pipes, medians):
         label = " ".join(f"{k}={v}" for k, v in opts.items()) or "as shipped"
         line = f"{args.checkpoint} {label}: {ms:.1f} ms/image"
         if ref:
@@ -112,6 +117,30 @@ def main() -> None:
             m = evaluate(pipe, data, max_images=args.score_images, progress=False)
             line += f"; dev score on {m['n']} images {m['score']:.4f} (S={m['S']:.4f} M={m['M']:.4f} C={m['C']:.4f})"
         print(line, flush=True)
+    best = min(range(len(settings) - 1), key=lambda i: medians[i])
+    print(f"as shipped {medians[-1]:.1f} ms vs the fastest setting ({settings[best]}) {medians[best]:.1f} ms: "
+          f"{100 * (medians[-1] / medians[best] - 1):+.1f}%")
+    if args.startup:
+        startup(args.checkpoint, gray)
+
+
+def startup(checkpoint: str, gray: np.ndarray) -> None:
+    """``python -m pipeline.restore`` on one image in a new process: engine cache cold, warm, off."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from PIL import Image
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.png"
+        Image.fromarray(gray).save(src)
+        cmd = [sys.executable, "-m", "pipeline.restore", str(src), "--out", str(Path(tmp) / "out"),
+               "--checkpoint", checkpoint, "--no-progress"]
+        for label, cache in (("cold cache", str(Path(tmp) / "cache")), ("warm cache", str(Path(tmp) / "cache")),
+                             ("cache off", "off")):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "RESTORE_PIPELINE_CACHE": cache})
+            print(f"python -m pipeline.restore, one 512x512 image, {label}: {time.perf_counter() - t:.2f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# the engine cache (ONNX exports, OpenVINO blobs, measured precisions) of the test run: never the user's
+os.environ.setdefault("RESTORE_PIPELINE_CACHE", __import__("tempfile").mkdtemp(prefix="restore-cache-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = dict(encoder_name="tu-mobilenetv3_small_050", encoder_depth=3, decoder_channels=[16, 8, 8])

@@ -129,6 +129,71 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     assert Inpainter.load(out)
 
 
+def test_two_launchers_rendezvous_as_two_nodes(tmp_path):
+    """What a 2-node run does (README): two ``torchrun --nnodes=2 --rdzv-backend=c10d`` launchers,
+    here both on 127.0.0.1, meet and train one model."""
+    import re
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "nodes"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+           f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=test", "-m", "pipeline.train", *BASE, "stage=mask",
+           "trainer.max_steps=3", "trainer.strategy=ddp", "trainer.device=cpu", "trainer.threads=1", f"out_dir={out}"]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    text = "".join(n.communicate(timeout=300)[0] for n in nodes)
+    assert all(n.returncode == 0 for n in nodes), text[-3000:]
+    digests = dict(re.findall(r"rank (\d)/2 final weights sha1 ([0-9a-f]+)", text))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    assert MaskDetector.load(out)
+
+
+def _ddp_step(rank, world, port, out):
+    """One Trainer.step on this rank's half of a fixed batch of 4 (the whole batch when world=1);
+    writes the gradients and weights to ``out/rank{rank}.pt``."""
+    import os
+
+    from pipeline.train import Trainer
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    cfg = _compose("stage=mask", "model.dice_weight=0", "trainer.device=cpu", "trainer.precision=fp32",
+                   "trainer.channels_last=false",
+                   f"trainer.strategy={'ddp' if world > 1 else 'single'}", f"out_dir={out / f'w{world}'}")
+    tr = Trainer(cfg)
+    for m in tr.stage.modules():  # batch statistics would couple the samples: per-sample losses only
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    g = torch.Generator().manual_seed(0)
+    gray = torch.rand(4, 1, 64, 64, generator=g)
+    batch = {"gray": gray, "mask": (gray > 0.6).float()}
+    part = slice(2 * rank, 2 * rank + 2) if world > 1 else slice(0, 4)
+    tr.step({k: v[part] for k, v in batch.items()})
+    torch.save({"grads": {n: p.grad.clone() for n, p in tr.stage.named_parameters() if p.grad is not None},
+                "weights": {k: v.clone() for k, v in tr.stage.state_dict().items()}}, out / f"rank{rank}_w{world}.pt")
+    if world > 1:
+        tr.dist.td.destroy_process_group()
+
+
+def test_ddp_update_equals_one_process_on_the_concatenated_batch(tmp_path):
+    """DistributedDataParallel over 2 gloo processes: identical weights on both ranks, and the
+    averaged gradients equal those of one process on both halves at once."""
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_step, args=(2, port, tmp_path), nprocs=2, join=True)
+    mp.spawn(_ddp_step, args=(1, port, tmp_path), nprocs=1, join=True)  # own process: its env stays there
+    r0, r1, one = (torch.load(tmp_path / f, weights_only=True) for f in ("rank0_w2.pt", "rank1_w2.pt", "rank0_w1.pt"))
+    assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])
+    assert r0["grads"].keys() == one["grads"].keys() and len(one["grads"]) > 10
+    for n, g in one["grads"].items():
+        torch.testing.assert_close(r0["grads"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+    moved = [k for k in one["weights"] if one["weights"][k].is_floating_point()
+             and not torch.equal(one["weights"][k], r0["weights"][k])]
+    assert all((one["weights"][k] - r0["weights"][k]).abs().max() < 1e-4 for k in moved)
+
+
 def test_ddp_without_torchrun_is_one_line(tmp_path):
     r = train("stage=mask", "trainer.max_steps=1", "trainer.strategy=ddp", f"out_dir={tmp_path / 'z'}", check=False)
     assert r.returncode == 2 and "torchrun" in r.stderr and "Traceback" not in r.stderr
@@ -143,21 +208,27 @@ def _compose(*overrides):
                                            *overrides])
 
 
-@pytest.mark.parametrize("mode", ["stop", "skip"])
-def test_non_finite_loss_stops_with_a_message_or_is_skipped(tmp_path, monkeypatch, mode):
-    import torch
-
-    from pipeline.train import TrainingError, run
+def _nan_at_call(monkeypatch, n: int) -> dict:
+    """Make the mask stage's n-th loss NaN; returns the call counter."""
     calls = {"n": 0}
     real = MaskDetector.loss
 
     def flaky(self, batch):
         out = real(self, batch)
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             out["loss"] = out["loss"] * float("nan")
         return out
     monkeypatch.setattr(MaskDetector, "loss", flaky)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_non_finite_loss_stops_with_a_message_or_is_skipped(tmp_path, monkeypatch, mode):
+    import torch
+
+    from pipeline.train import TrainingError, run
+    calls = _nan_at_call(monkeypatch, 3)
     cfg = _compose("stage=mask", "trainer.max_steps=4", f"trainer.nonfinite={mode}", f"out_dir={tmp_path}")
     if mode == "stop":
         with pytest.raises(TrainingError, match=r"step 2: loss is nan .*trainer.nonfinite=skip"):
@@ -167,6 +238,18 @@ def test_non_finite_loss_stops_with_a_message_or_is_skipped(tmp_path, monkeypatc
         run(cfg)
         steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r["tag"] == "train/loss"]
         assert steps == [1, 2, 3, 4] and calls["n"] == 5  # the bad batch was skipped, 4 good steps
+
+
+def test_non_finite_loss_found_at_a_later_sync_points_to_the_last_checkpoint(tmp_path, monkeypatch):
+    """With ``sync_every`` 3 (what a GPU run does by default with log_every) the NaN of step 4
+    is read at step 6: the weights may be spoilt, so nothing is saved over ``last/`` (step 3)."""
+    from pipeline.train import TrainingError, run
+    calls = _nan_at_call(monkeypatch, 4)
+    cfg = _compose("stage=mask", "trainer.max_steps=8", "trainer.sync_every=3", "trainer.log_every=3",
+                   "trainer.val_every=100", "trainer.ckpt_every=3", f"out_dir={tmp_path}")
+    with pytest.raises(TrainingError, match=r"steps 4-6: the loss became non-finite; .*last \(step 3\)"):
+        run(cfg)
+    assert calls["n"] == 6 and torch.load(tmp_path / "last" / "trainer_state.pt", weights_only=True)["step"] == 3
 
 
 def test_kill_9_loses_at_most_one_save_interval(tmp_path):

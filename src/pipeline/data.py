@@ -16,7 +16,6 @@ import os
 import re
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -116,9 +115,10 @@ class StreamSampler(Sampler):
             epoch, pos = epoch + 1, 0
 
 
-def photo_transform(image_size: int, train: bool) -> A.Compose:
+def photo_transform(image_size: int, train: bool) -> "A.Compose":
     """Short side resized to 1–1.5× ``image_size`` + random crop + flip (train), or to exactly
     ``image_size`` + centre crop (val)."""
+    import albumentations as A  # here, not at the top: ``restore`` reads test.csv without it (0.5 s)
     s = int(image_size)
     if train:
         sizes = sorted({s, round(s * 1.15), round(s * 1.3), round(s * 1.5)})
@@ -180,6 +180,7 @@ class DaconPairs(Dataset):
     """
 
     def __init__(self, root, rows, image_size: int = 512, train: bool = True):
+        import albumentations as A
         self.root = Path(root)
         self.rows = list(rows)
         self.image_size = int(image_size)

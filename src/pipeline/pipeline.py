@@ -165,8 +165,18 @@ class Pipeline:
         engine, precision = self.engine(name)
         want = None if engine is None else f"{engine}-{precision}"
         if stage.runtime != want:
-            stage.use_runtime(None if want is None else stage.export_onnx(), engine, precision)
+            from . import engines
+            model = None if want is None else self._onnx(stage)
+            stage.use_runtime(model, engine, precision, cache_dir=engines.openvino_cache())
         return stage
+
+    def _onnx(self, stage: Stage):
+        """The stage's ONNX model (a cached file or bytes), exported once per stage object."""
+        from . import engines
+        memo = self.__dict__.setdefault("_onnx_memo", {})
+        if id(stage) not in memo or memo[id(stage)][0] is not stage:
+            memo[id(stage)] = (stage, engines.onnx_model(stage, engines.stage_digest(stage)))
+        return memo[id(stage)][1]
 
     @property
     def precision(self) -> str | dict:
@@ -187,17 +197,22 @@ class Pipeline:
         """What runs the networks (of ``slot``): ``(engine, precision)``, engine one of
         ``openvino``, ``onnxruntime`` or None (torch), e.g. ``("openvino", "bf16")``."""
         precision = self._precision(slot)
-        backend = self.backend
-        if backend == "auto":
-            backend = "torch" if self.device.type != "cpu" else next(
-                (b for b in ("openvino", "onnx") if _installed(b)), "torch")
-        elif backend != "torch" and self.device.type != "cpu":
-            raise RuntimeError(f"backend={backend!r} runs on the CPU, not {self.device}")
+        backend = self._backend()
         if backend == "onnx":
             return "onnxruntime", "fp32"
         if backend == "openvino":  # OpenVINO silently runs fp32 where the CPU lacks bf16: say so
             return "openvino", precision if cpu_has_bf16() else "fp32"
         return None, precision
+
+    def _backend(self) -> str:
+        """``torch``, ``onnx`` or ``openvino``: what ``backend`` means on this device."""
+        backend = self.backend
+        if backend == "auto":
+            return "torch" if self.device.type != "cpu" else next(
+                (b for b in ("openvino", "onnx") if _installed(b)), "torch")
+        if backend != "torch" and self.device.type != "cpu":
+            raise RuntimeError(f"backend={backend!r} runs on the CPU, not {self.device}")
+        return backend
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.require(a, None, ["C", "W"])).float().div(255)[None, None].to(self.device)
@@ -255,7 +270,25 @@ class Pipeline:
 
     def _precision(self, slot: str | None = None) -> str:
         p = self.precision
-        return resolve_precision(p.get(slot, "auto") if isinstance(p, dict) else p, self.device)
+        want = str(p.get(slot, "auto") if isinstance(p, dict) else p).lower()
+        if want == "auto" and self._stages.get(slot) is not None and self.device.type == "cpu" and cpu_has_bf16():
+            return self._measured(slot)
+        return resolve_precision(want, self.device)
+
+    def _measured(self, slot: str) -> str:
+        """``auto`` on a bf16-capable CPU: the faster of fp32 and bf16 for this slot's network
+        through the backend in use, timed once per CPU model (``pipeline.engines``)."""
+        from . import engines
+        stage, backend = self._stages[slot], self._backend()
+        if backend == "onnx":  # ONNX Runtime runs fp32 only
+            return "fp32"
+        memo = self.__dict__.setdefault("_auto_memo", {})
+        key = (slot, id(stage), backend)
+        if key not in memo or memo[key][0] is not stage:
+            engine = "openvino" if backend == "openvino" else None
+            model = self._onnx(stage) if engine else None
+            memo[key] = (stage, engines.fastest_precision(stage, engine, model))
+        return memo[key][1]
 
     def restore(self, img, mask=None, return_intermediates: bool = False):
         """Restore one image.

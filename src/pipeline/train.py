@@ -209,25 +209,10 @@ def _init_from(stage: Stage, path) -> None:
         log.info("init_from=%s: %d tensors start fresh (not in it), e.g. %s", path, len(missing), missing[0])
 
 
-def run(cfg: DictConfig) -> Path:
-    """Train the configured stage; returns ``out_dir``."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    tc = cfg.trainer
-    if tc.get("threads"):
-        torch.set_num_threads(int(tc.threads))
-    seed_everything(int(cfg.seed))
-    device = select_device(str(tc.device))
-    dist = Distributed(str(tc.get("strategy", "single")), device)
-    device = dist.device
-    precision = resolve_precision(str(tc.precision), device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _build_stage(cfg: DictConfig, device: torch.device) -> Stage:
+    """The configured stage (``model.*``, ``init_from``) on ``device``."""
     if cfg.stage not in STAGES:
         raise TrainingError(f"stage={cfg.stage}: unknown (choose from {', '.join(sorted(STAGES))})")
-
-    data = _instantiate(cfg.data, "data")
     stage: Stage = _instantiate(cfg.model, "model")
     if not isinstance(stage, STAGES[cfg.stage]):
         raise TrainingError(f"model._target_ builds a {type(stage).__name__}, stage={cfg.stage} "
@@ -235,148 +220,257 @@ def run(cfg: DictConfig) -> Path:
     if cfg.get("init_from"):
         _init_from(stage, cfg.init_from)
     stage.to(device)
-    if tc.channels_last:
+    if cfg.trainer.channels_last:
         stage.to(memory_format=torch.channels_last)
-    upstream = load_upstream(cfg.get("upstream"))
-    if upstream is not None:
-        upstream.to(device)
+    return stage
 
-    torch.manual_seed(int(cfg.seed) + dist.rank)
-    gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
-    nw = int(tc.num_workers)
+
+def _build_loaders(cfg: DictConfig, dist: "Distributed", device: torch.device):
+    """``(train_loader, val_loader, sampler)``: the training stream is this rank's shard."""
+    from torch.utils.data import DataLoader
+    tc = cfg.trainer
+    data = _instantiate(cfg.data, "data")
     if len(data.train) == 0:
         raise TrainingError(f"data: the training set is empty ({cfg.data.get('root', 'no root')})")
+    gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
+    nw = int(tc.num_workers)
     sampler = StreamSampler(len(data.train), int(cfg.seed), dist.rank, dist.world)
     train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), sampler=sampler,
                               num_workers=nw, generator=gen, persistent_workers=nw > 0,
                               worker_init_fn=_worker_init if nw > 0 else None,
                               pin_memory=device.type == "cuda")
     val_loader = DataLoader(data.val, batch_size=int(tc.batch_size), shuffle=False, num_workers=0)
+    return train_loader, val_loader, sampler
 
-    opt = torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad], lr=float(tc.lr),
-                            weight_decay=float(tc.weight_decay))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc))
-    step, batches = _load_state(out, stage, opt, sched) if cfg.resume else (0, 0)
-    if cfg.resume and step == 0:
-        log.info("resume=true but %s/last holds no state: starting from step 0", out)
-    if step == 0:
-        stage.prepare(train_loader, int(tc.prepare_batches))
-    dist.broadcast_from_rank0(stage)  # identical weights and buffers (e.g. the ab prior) everywhere
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    main = dist.rank == 0
-    if main:
-        atomic_write_bytes(out / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
-    mlog = MetricLog(out, bool(tc.tensorboard), step) if main else None
 
-    stop = {"signal": None}
+def _due(step: int, every, last: int) -> bool:
+    return step == last or (bool(every) and step % int(every) == 0)
 
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if hasattr(signal, "SIGTERM") and _main_thread() else {}
 
-    def validate(step: int) -> dict:
+class Trainer:
+    """One training run, in the order a reader follows it: ``__init__`` builds (device,
+    process group, stage, data, optimizer, resume state, the DDP-wrapped loss module),
+    ``step`` is one optimisation step, ``validate`` scores the validation batches on rank 0,
+    ``checkpoint`` writes ``last/`` and ``fit`` loops until ``max_steps`` or a signal.
+
+    The host reads device values (the loss, its finiteness, the stop flag agreed over ranks)
+    only every ``trainer.sync_every`` steps (null: every step on the CPU, where it costs
+    nothing; every ``log_every`` steps on a GPU) and before every log, validation and checkpoint,
+    so a GPU is never stalled by a per-step ``float(loss)``.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        tc = self.tc = cfg.trainer
+        self.cfg, self.out = cfg, Path(cfg.out_dir)
+        if tc.get("threads"):
+            torch.set_num_threads(int(tc.threads))
+        seed_everything(int(cfg.seed))
+        self.dist = Distributed(str(tc.get("strategy", "single")), select_device(str(tc.device)))
+        self.device = device = self.dist.device
+        self.precision = resolve_precision(str(tc.precision), device)
+        self.main = self.dist.rank == 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stage = _build_stage(cfg, device)
+        self.upstream = load_upstream(cfg.get("upstream"))
+        if self.upstream is not None:
+            self.upstream.to(device)
+        torch.manual_seed(int(cfg.seed) + self.dist.rank)
+        self.train_loader, self.val_loader, self.sampler = _build_loaders(cfg, self.dist, device)
+        self.opt = torch.optim.AdamW([p for p in self.stage.parameters() if p.requires_grad], lr=float(tc.lr),
+                                     weight_decay=float(tc.weight_decay))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(tc))
+        self.step_no, self.batches = (_load_state(self.out, self.stage, self.opt, self.sched)
+                                      if cfg.resume else (0, 0))
+        if cfg.resume and self.step_no == 0:
+            log.info("resume=true but %s/last holds no state: starting from step 0", self.out)
+        if self.step_no == 0:
+            self.stage.prepare(self.train_loader, int(tc.prepare_batches))
+        probe = None
+        if self.dist.on:  # a validation batch finds parameters the loss never reaches
+            probe = apply_upstream(_to(next(iter(self.val_loader)), device, False), self.upstream, self.stage.name)
+        self.model = self.dist.wrap(self.stage, probe, lambda: autocast(device, self.precision))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        skip = tc.nonfinite == "skip"
+        auto = 1 if device.type == "cpu" else int(tc.log_every)
+        self.sync_every = 1 if skip else int(tc.get("sync_every") or auto)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
+        self.running = None
+        self.saved_step = self.checked_step = self.step_no
+        if self.main:
+            atomic_write_bytes(self.out / "train_config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        self.mlog = MetricLog(self.out, bool(tc.tensorboard), self.step_no) if self.main else None
+
+    def _check_due(self, step: int) -> bool:
+        tc, last = self.tc, int(self.tc.max_steps)
+        return any(_due(step, e, last) for e in (self.sync_every, tc.log_every, tc.val_every, tc.ckpt_every))
+
+    def step(self, batch: dict, stop_requested: bool = False) -> tuple[dict | None, bool]:
+        """One optimisation step on ``batch`` -> ``(losses, stop)``; losses None when the batch
+        was skipped (non-finite loss, ``trainer.nonfinite=skip``)."""
+        with autocast(self.device, self.precision):
+            losses = self.model(batch)
+        loss = losses["loss"]
+        self.bad |= ~torch.isfinite(loss.detach())
+        stop = stop_requested and self.dist.world == 1  # several ranks stop together, at a check
+        if self._check_due(self.step_no + 1):  # a host sync: agree across ranks before touching weights
+            finite, stop = self.dist.agree(not bool(self.bad), stop_requested)
+            self.bad.zero_()
+            checked, self.checked_step = self.checked_step, self.step_no + 1
+            if not finite:
+                return self._non_finite(float(loss), checked), stop
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # DDP: bucketed all-reduce overlapped with backward
+        if self.tc.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.stage.parameters(), float(self.tc.grad_clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.step_no += 1
+        lv = loss.detach().float()
+        self.running = lv if self.running is None else 0.9 * self.running + 0.1 * lv
+        return losses, stop
+
+    def _non_finite(self, value: float, checked: int) -> None:
+        step, out = self.step_no, self.out
+        if self.tc.nonfinite == "skip":
+            log.warning("step %d: non-finite loss %s, batch skipped", step, value)
+            self.opt.zero_grad(set_to_none=True)
+            return None
+        if checked == step:  # caught before it touched the weights: they are the last good state
+            self.checkpoint()
+            raise TrainingError(f"step {step}: loss is {value} (non-finite); last good state saved in "
+                                f"{out}/last; lower trainer.lr or set trainer.nonfinite=skip")
+        raise TrainingError(f"steps {checked + 1}-{step + 1}: the loss became non-finite; the "
+                            f"last good state is {out}/last (step {self.saved_step}); lower trainer.lr "
+                            f"or set trainer.nonfinite=skip")
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Mean validation metrics over ``val_batches`` (rank 0) and a sample grid."""
+        stage, dev, prec = self.stage, self.device, self.precision
         stage.eval()
-        sums, n = {}, 0
-        first = None
-        for i, batch in enumerate(val_loader):
-            if i >= int(tc.val_batches):
+        sums, n, first = {}, 0, None
+        for i, batch in enumerate(self.val_loader):
+            if i >= int(self.tc.val_batches):
                 break
-            batch = apply_upstream(_to(batch, device, False), upstream, stage.name)
-            with autocast(device, precision):
-                m = stage.metrics(batch)
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            batch = apply_upstream(_to(batch, dev, False), self.upstream, stage.name)
+            with autocast(dev, prec):
+                for k, v in stage.metrics(batch).items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
             first = first if first is not None else batch
-        res = {f"val/{k}": v / max(1, n) for k, v in sums.items()}
         if first is not None:  # still in eval mode: the grid must not touch norm statistics
-            with autocast(device, precision):
-                save_grid(stage.visualize(first), out / "samples" / f"step_{step:07d}.png")
+            with autocast(dev, prec):
+                save_grid(stage.visualize(first), self.out / "samples" / f"step_{self.step_no:07d}.png")
         stage.train()
-        return res
+        return {f"val/{k}": v / max(1, n) for k, v in sums.items()}
 
-    stage.train()
-    sampler.start = batches * int(tc.batch_size)  # a resumed run continues the same data stream
-    it = iter(train_loader)
-    bar = tqdm(total=int(tc.max_steps), initial=step, disable=not (tc.progress and main), dynamic_ncols=True,
-               desc=f"train {stage.name}", file=sys.stderr)
-    t0, start_step, running = time.time(), step, None
-    try:
-        while step < int(tc.max_steps):
-            batch = apply_upstream(_to(next(it), device, bool(tc.channels_last)), upstream, stage.name)
-            batches += 1
-            with autocast(device, precision):
-                losses = stage.loss(batch)
-            loss = losses["loss"]
-            finite, stopping = dist.agree(bool(torch.isfinite(loss)), stop["signal"] is not None)
-            if stopping and stop["signal"] is None:
-                stop["signal"] = signal.SIGTERM  # another rank was signalled
-            if not finite:
-                if tc.nonfinite == "skip":
-                    log.warning("step %d: non-finite loss %s, batch skipped", step, float(loss))
-                    opt.zero_grad(set_to_none=True)
-                    continue
-                if main:
-                    _save_state(out, stage, opt, sched, step, cfg, batches)
-                raise TrainingError(f"step {step}: loss is {float(loss)} (non-finite); last good state "
-                                    f"saved in {out}/last; lower trainer.lr or set trainer.nonfinite=skip")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            dist.average_gradients(stage)
-            if tc.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(stage.parameters(), float(tc.grad_clip))
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            dist.broadcast_buffers(stage)
-            step += 1
-            lv = float(loss.detach())
-            running = lv if running is None else 0.9 * running + 0.1 * lv
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}")
-            if main and (step % int(tc.log_every) == 0 or step == int(tc.max_steps)):
-                mlog.log(step, {f"train/{k}": float(v.detach()) for k, v in losses.items()}
-                         | {"train/lr": sched.get_last_lr()[0],
-                            "train/samples_per_s": (step - start_step) * int(tc.batch_size) * dist.world
-                                                    / max(1e-9, time.time() - t0)})
-            if main and (step % int(tc.val_every) == 0 or step == int(tc.max_steps)):
-                res = validate(step)
-                mlog.log(step, res)
-                bar.write(f"step {step}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in res.items()))
-            if main and step % int(tc.ckpt_every) == 0 and step < int(tc.max_steps):
-                _save_state(out, stage, opt, sched, step, cfg, batches)
-            if stop["signal"] is not None:
-                if main:
-                    _save_state(out, stage, opt, sched, step, cfg, batches)
-                    stage.save(out)
-                bar.close()
-                log.warning("stopped by signal %d at step %d; state saved, continue with resume=true",
-                            stop["signal"], step)
-                raise SystemExit(128 + int(stop["signal"]))
-    finally:
-        bar.close()
-        if mlog is not None:
-            mlog.close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    if main:
-        _save_state(out, stage, opt, sched, step, cfg, batches)
-        stage.save(out)
-        log.info("saved %s stage to %s (%d steps)", stage.name, out, step)
-    dist.finish(stage)
-    return out
+    def checkpoint(self, final: bool = False) -> None:
+        """Rank 0: ``last/`` (resume state); ``final`` also writes the stage to ``out_dir``."""
+        if self.main:
+            _save_state(self.out, self.stage, self.opt, self.sched, self.step_no, self.cfg, self.batches)
+            self.saved_step = self.step_no
+            if final:
+                self.stage.save(self.out)
+
+    def _report(self, losses: dict, bar, t0: float, start: int) -> None:
+        """Progress bar, metrics.csv and validation at the steps they are due (host reads)."""
+        step, tc, last = self.step_no, self.tc, int(self.tc.max_steps)
+        bar.update(1)
+        if not self._check_due(step):
+            return
+        bar.set_postfix(loss=f"{float(self.running):.4f}")
+        if self.main and _due(step, tc.log_every, last):
+            rate = (step - start) * int(tc.batch_size) * self.dist.world / max(1e-9, time.time() - t0)
+            self.mlog.log(step, {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+                          | {"train/lr": self.sched.get_last_lr()[0], "train/samples_per_s": rate})
+        if self.main and _due(step, tc.val_every, last):
+            res = self.validate()
+            self.mlog.log(step, res)
+            bar.write(f"step {step}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in res.items()))
+        if step % int(tc.ckpt_every) == 0 and step < last:
+            self.checkpoint()
+
+    def fit(self) -> Path:
+        """Train to ``max_steps``; Ctrl-C/SIGTERM save ``last/`` and exit with 128 + signal."""
+        from tqdm.auto import tqdm
+        tc, stop = self.tc, {"signal": None}
+
+        def on_signal(signum, _frame):
+            stop["signal"] = signum
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if hasattr(signal, "SIGTERM") and _main_thread() else {}
+        self.stage.train()
+        self.sampler.start = self.batches * int(tc.batch_size)  # a resumed run continues the same stream
+        it = iter(self.train_loader)
+        bar = tqdm(total=int(tc.max_steps), initial=self.step_no, disable=not (tc.progress and self.main),
+                   dynamic_ncols=True, desc=f"train {self.stage.name}", file=sys.stderr)
+        t0, start = time.time(), self.step_no
+        try:
+            while self.step_no < int(tc.max_steps):
+                batch = apply_upstream(_to(next(it), self.device, bool(tc.channels_last)), self.upstream,
+                                       self.stage.name)
+                self.batches += 1
+                losses, stopping = self.step(batch, stop["signal"] is not None)
+                if losses is not None:
+                    self._report(losses, bar, t0, start)
+                if stopping:
+                    self._stop(stop["signal"] or signal.SIGTERM)  # SIGTERM: another rank was signalled
+        finally:
+            bar.close()
+            if self.mlog is not None:
+                self.mlog.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.checkpoint(final=True)
+        if self.main:
+            log.info("saved %s stage to %s (%d steps)", self.stage.name, self.out, self.step_no)
+        self.dist.finish(self.stage)
+        return self.out
+
+    def _stop(self, signum: int) -> None:
+        self.checkpoint(final=True)
+        log.warning("stopped by signal %d at step %d; state saved, continue with resume=true", signum, self.step_no)
+        raise SystemExit(128 + int(signum))
+
+
+def run(cfg: DictConfig) -> Path:
+    """Train the configured stage; returns ``out_dir``."""
+    return Trainer(cfg).fit()
+
+
+class LossModule(torch.nn.Module):
+    """What DistributedDataParallel wraps: ``forward(batch)`` returns ``stage.loss(batch)``, so
+    the stage keeps its own ``loss`` and is itself what gets saved (``module.stage``)."""
+
+    def __init__(self, stage: Stage):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, batch: dict) -> dict:
+        return self.stage.loss(batch)
+
+
+def unused_parameters(stage: Stage, batch: dict, autocast_fn=None) -> list[str]:
+    """Names of trainable parameters that ``stage.loss(batch)`` does not reach (probed on a copy,
+    so the stage's weights, norm statistics and RNG-free state are untouched)."""
+    import contextlib
+    import copy
+    probe = copy.deepcopy(stage).train()
+    with (autocast_fn or contextlib.nullcontext)():
+        loss = probe.loss(batch)["loss"]
+    loss.backward()
+    return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 class Distributed:
-    """``trainer.strategy=ddp`` under ``torchrun``: data-parallel training with gradient averaging.
-
-    Weights and buffers are broadcast from rank 0 once, every rank sees its own shard of the data
-    (``StreamSampler`` with rank/world, as DistributedSampler shards) and gradients are averaged with all-reduce after each backward, which
-    is what DistributedDataParallel computes (without wrapping the stage, so ``Stage.loss`` keeps
-    calling the module itself). Only rank 0 validates, logs and writes checkpoints.
-    ``strategy=single`` makes every method a no-op.
+    """``trainer.strategy``: ``single``, or ``ddp`` under ``torchrun`` (one process per GPU or,
+    on the CPU, per gloo worker): ``wrap`` returns ``torch.nn.parallel.DistributedDataParallel``
+    around the stage's loss module, which broadcasts rank 0's weights and buffers at start and
+    buffers (norm statistics) at every forward, and averages gradients with bucketed all-reduces
+    overlapped with backward. Every rank reads its own shard of the data stream
+    (``StreamSampler``); only rank 0 validates, logs and writes checkpoints.
     """
 
     def __init__(self, strategy: str, device: torch.device):
@@ -396,17 +490,20 @@ class Distributed:
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.td, self.rank, self.world = td, td.get_rank(), td.get_world_size()
 
-    def broadcast_from_rank0(self, module: torch.nn.Module) -> None:
-        """Copy rank 0's parameters and buffers to every rank."""
-        if self.on:
-            for t in list(module.parameters()) + list(module.buffers()):
-                self.td.broadcast(t.data, 0)
-
-    def broadcast_buffers(self, module: torch.nn.Module) -> None:
-        """Norm-layer running statistics follow rank 0, as DistributedDataParallel does."""
-        if self.on:
-            for b in module.buffers():
-                self.td.broadcast(b.data, 0)
+    def wrap(self, stage: Stage, probe: dict | None = None, autocast_fn=None) -> torch.nn.Module:
+        """The module whose ``forward(batch)`` returns the stage's loss dict. Under DDP,
+        parameters that a backward on ``probe`` (a batch) leaves without gradient (e.g. encoder
+        blocks deeper than ``encoder_depth`` uses) stop requiring gradients, so DDP's reducer
+        does not wait for them (no ``find_unused_parameters`` traversal every step)."""
+        module = LossModule(stage)
+        if not self.on:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+        if probe is not None:
+            for name in unused_parameters(stage, probe, autocast_fn):
+                stage.get_parameter(name).requires_grad_(False)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
 
     def agree(self, finite: bool, stopping: bool) -> tuple[bool, bool]:
         """All ranks take the same branch: finite only if finite everywhere, stop if any stops."""
@@ -416,20 +513,13 @@ class Distributed:
         self.td.all_reduce(flags, op=self.td.ReduceOp.MAX)
         return flags[0].item() == 0, flags[1].item() > 0
 
-    def average_gradients(self, module: torch.nn.Module) -> None:
-        """All-reduce and average every gradient (what DDP does after backward)."""
-        if not self.on:
-            return
-        for p in module.parameters():
-            if p.grad is not None:
-                self.td.all_reduce(p.grad)
-                p.grad.div_(self.world)
-
     def finish(self, module: torch.nn.Module) -> None:
         """Log each rank's final weight digest (they must agree) and leave the process group."""
         if not self.on:
             return
         import hashlib
+        for b in module.buffers():  # what DDP would broadcast at the next forward: rank 0's statistics
+            self.td.broadcast(b.data, 0)
         digest = hashlib.sha1()
         for k, v in sorted(module.state_dict().items()):
             digest.update(v.detach().float().cpu().numpy().tobytes())

@@ -1,0 +1,156 @@
+"""What runs each network on the CPU, prepared once per machine and remembered on disk.
+
+- ONNX export of a stage (1.4 s for the three demo networks) is cached by the stage's digest
+  (class, config and weights), and OpenVINO keeps its compiled models in the same cache
+  (``CACHE_DIR``), so a new process restores its first image without exporting or compiling.
+- ``precision="auto"`` on a bf16-capable CPU is *measured*: the network runs a few times in fp32
+  and in bf16 on a 256×256 probe and the faster one wins (bf16 is ~1.5× faster with AMX, slower
+  on some AVX512-BF16 CPUs without it). The choice is cached per CPU model, thread count,
+  engine version and network, in ``precision.json``.
+
+The cache folder is ``$RESTORE_PIPELINE_CACHE`` (``off`` disables it), else
+``$XDG_CACHE_HOME/restore-pipeline`` (``~/.cache/restore-pipeline``). A cache that cannot be
+read or written is skipped: everything still works, only slower to start.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from stages import Stage
+from stages.base import atomic_write_bytes
+
+log = logging.getLogger("pipeline.engines")
+PROBE = 256          # side of the timing input (the detector's and colorizer's work sizes are ≤ 256)
+PROBE_RUNS = 5       # timed runs per precision (after one warm-up): a median, ~0.1–0.3 s per network
+
+
+def cache_dir() -> Path | None:
+    """The cache folder, or None when disabled (``RESTORE_PIPELINE_CACHE=off``)."""
+    env = os.environ.get("RESTORE_PIPELINE_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "restore-pipeline"
+
+
+def _usable(d: Path | None) -> Path | None:
+    if d is None:
+        return None
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return d if os.access(d, os.W_OK) else None
+    except OSError:
+        return None
+
+
+def stage_digest(stage: Stage) -> str:
+    """sha256 (hex, 16 chars) of the stage's class, config and weights."""
+    h = hashlib.sha256(f"{type(stage).__name__}|{sorted(stage.config.items())!r}|{torch.__version__}".encode())
+    for k, v in stage.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def onnx_model(stage: Stage, digest: str) -> bytes | Path:
+    """The stage's network as ONNX: a cached file's path, or freshly exported bytes (then cached)."""
+    d = _usable(cache_dir())
+    f = d / "onnx" / f"{type(stage).__name__.lower()}-{digest}.onnx" if d else None
+    if f is not None and f.is_file():
+        return f
+    data = stage.export_onnx()
+    if f is not None:
+        try:
+            f.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(f, data)
+            return f
+        except OSError as e:
+            log.debug("ONNX cache not written (%s)", e)
+    return data
+
+
+def openvino_cache() -> str | None:
+    """OpenVINO's compiled-model cache folder (``CACHE_DIR``), or None."""
+    d = _usable(cache_dir())
+    return str(d / "openvino") if d else None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo (+ the bf16/AMX flags), or the platform's processor."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        import platform
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "cpu")
+    flags = [f for f in ("amx_bf16", "avx512_bf16") if f in info]
+    return f"{name} [{' '.join(flags)}]"
+
+
+def _median_ms(fn, x, runs: int = PROBE_RUNS) -> float:
+    fn(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def _timers(stage: Stage, engine: str | None, model) -> dict:
+    """``{precision: callable(x)}`` running the network as ``engine`` would."""
+    from .device import autocast
+    if engine is None:
+        def torch_run(precision):
+            def run(x):
+                with torch.inference_mode(), autocast(torch.device("cpu"), precision):
+                    stage.net(x)
+            return run
+        return {p: torch_run(p) for p in ("fp32", "bf16")}
+    from stages.base import _OpenVINO
+    rts = {p: _OpenVINO(model, p, torch.get_num_threads(), openvino_cache()) for p in ("fp32", "bf16")}
+    return {p: (lambda x, rt=rt: rt(x.numpy())) for p, rt in rts.items()}
+
+
+def _read_choices(f: Path | None) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(f.read_text()) if f is not None and f.is_file() else {}
+    return {}
+
+
+def fastest_precision(stage: Stage, engine: str | None, model=None, digest: str | None = None) -> str:
+    """``fp32`` or ``bf16``, whichever runs ``stage``'s network faster here through ``engine``
+    (``openvino`` or None for torch); measured once, then read from ``precision.json``."""
+    digest = digest or stage_digest(stage)
+    if engine == "openvino":
+        import openvino
+        version = openvino.__version__
+    else:
+        version = torch.__version__
+    key = f"{cpu_model()}|{torch.get_num_threads()} threads|{engine or 'torch'} {version}|{digest}"
+    d = _usable(cache_dir())
+    f = d / "precision.json" if d else None
+    known = _read_choices(f)
+    if key in known:
+        return known[key]["choice"]
+    x = torch.rand(1, stage.net_in_channels, PROBE, PROBE)
+    ms = {p: _median_ms(fn, x) for p, fn in _timers(stage, engine, model).items()}
+    choice = "bf16" if ms["bf16"] < ms["fp32"] else "fp32"
+    log.info("precision auto for %s on %s: fp32 %.1f ms, bf16 %.1f ms -> %s", type(stage).__name__,
+             cpu_model(), ms["fp32"], ms["bf16"], choice)
+    if f is not None:
+        known = _read_choices(f)  # another process may have written meanwhile
+        known[key] = {"choice": choice, "ms": {p: round(v, 2) for p, v in ms.items()}}
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(f, json.dumps(known, indent=1, sort_keys=True).encode())
+    return choice

@@ -1,0 +1,104 @@
+"""``pipeline.engines``: the on-disk engine cache and ``precision="auto"`` measured per CPU."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline import Pipeline, engines
+from stages import Colorizer, Inpainter, MaskDetector
+from tests.conftest import tiny
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_PIPELINE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _fake_timers(ms: dict, calls: list):
+    def timers(stage, engine, model):
+        def make(p):
+            def run(x):
+                calls.append(p)
+                import time
+                time.sleep(ms[p] / 1000)
+            return run
+        return {p: make(p) for p in ("fp32", "bf16")}
+    return timers
+
+
+@pytest.mark.parametrize("ms,choice", [({"fp32": 8, "bf16": 2}, "bf16"), ({"fp32": 2, "bf16": 8}, "fp32")])
+def test_auto_precision_is_the_measured_faster_one_and_is_remembered_per_cpu(cache, monkeypatch, ms, choice):
+    calls = []
+    monkeypatch.setattr(engines, "_timers", _fake_timers(ms, calls))
+    stage = tiny(Inpainter)
+    assert engines.fastest_precision(stage, None) == choice and calls
+    n = len(calls)
+    assert engines.fastest_precision(stage, None) == choice and len(calls) == n  # read back, not timed
+    assert (cache / "precision.json").is_file()
+    monkeypatch.setattr(engines, "cpu_model", lambda: "another CPU")
+    engines.fastest_precision(stage, None)
+    assert len(calls) > n  # a different CPU model is measured anew
+
+
+def test_pipeline_auto_uses_the_measured_choice_per_slot(cache, monkeypatch):
+    from pipeline import pipeline as pl
+    monkeypatch.setattr(pl, "cpu_has_bf16", lambda: True)
+    chosen = {Inpainter: "fp32", MaskDetector: "bf16", Colorizer: "bf16"}
+    monkeypatch.setattr(engines, "fastest_precision", lambda stage, engine, model=None: chosen[type(stage)])
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer),
+                    backend="torch", precision={"mask": "fp32", "inpaint": "auto", "colorize": "auto"})
+    assert pipe.engine("inpaint") == (None, "fp32") and pipe.engine("colorize") == (None, "bf16")
+    assert pipe.engine("mask") == (None, "fp32")  # an explicit fp32 is never measured away
+    pipe.backend = "onnx"
+    assert pipe.engine("colorize") == ("onnxruntime", "fp32")
+
+
+def test_without_bf16_auto_is_fp32_and_nothing_is_measured(cache, monkeypatch):
+    from pipeline import device
+    from pipeline import pipeline as pl
+    monkeypatch.setattr(pl, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(engines, "fastest_precision", lambda *a, **k: pytest.fail("measured"))
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), backend="torch", precision="auto")
+    assert pipe.engine("inpaint") == (None, "fp32")
+
+
+def test_onnx_export_is_cached_by_digest_and_matches_a_fresh_export(cache):
+    ort = pytest.importorskip("onnxruntime")  # noqa: F841
+    stage = tiny(MaskDetector)
+    d = engines.stage_digest(stage)
+    first = engines.onnx_model(stage, d)
+    assert first.is_file() and first.read_bytes() == stage.export_onnx()
+    assert engines.onnx_model(stage, d) == first
+    other = tiny(MaskDetector, threshold=0.3)
+    assert engines.stage_digest(other) != d  # config is part of the key
+    with torch.no_grad():
+        stage.net[0].weight.add_(1) if isinstance(stage.net, torch.nn.Sequential) else \
+            next(stage.parameters()).add_(1)
+    assert engines.stage_digest(stage) != d  # so are the weights
+
+
+def test_a_pipeline_restores_with_the_cache_off_or_unwritable(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    gray = np.full((64, 64), 120, np.uint8)
+    gray[20:30, 20:40] = 40
+    results = []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for value in ("off", str(blocker / "sub")):
+        monkeypatch.setenv("RESTORE_PIPELINE_CACHE", value)
+        assert engines._usable(engines.cache_dir()) is None
+        pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer), backend="onnx")
+        results.append(np.asarray(pipe.restore(gray)))
+        assert isinstance(pipe._onnx(pipe.colorize), bytes)
+    assert np.array_equal(*results)
+
+
+def test_openvino_fills_its_compile_cache(cache):
+    pytest.importorskip("openvino")
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer),
+                    backend="openvino", precision="fp32")
+    pipe.restore(np.full((64, 64), 120, np.uint8))
+    names = {f.name.split("-")[0] for f in (cache / "onnx").glob("*.onnx")}
+    assert {"maskdetector", "colorizer"} <= names
+    assert any((cache / "openvino").iterdir())
