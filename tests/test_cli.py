@@ -141,6 +141,8 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     assert p.precision == {"inpaint": "bf16", "colorize": "fp32"}
     assert p.engine("colorize") == (None, "fp32") and p.engine("inpaint") == (None, "bf16")
     for bad, msg in (("colorize.nope=1", "no setting 'nope'"), ("speed=3", "unknown pipeline option"),
+                     ("colorize.head_stride=2", "colorize.head_stride is an architecture setting"),
+                     ("inpaint.hole_weight=2", "inpaint.hole_weight is a training setting"),
                      ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"),
                      ("precision=fp64", "precision must be"), ("precision={colour: fp32}", "unknown slot")):
         assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "q"), "--set", bad]) == 2

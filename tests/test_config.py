@@ -38,6 +38,24 @@ def test_groups_exist():
 
 
 @pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_stage_config_names_every_constructor_argument_and_nothing_else(stage):
+    """conf/stage/<stage>.yaml and the stage's constructor are one list of hyperparameters: a
+    key missing on either side (drift) fails here. The defaults agree too."""
+    import inspect
+
+    import yaml
+    model = yaml.safe_load((Path(CONF_DIR) / "stage" / f"{stage}.yaml").read_text())["model"]
+    cls = STAGES[stage]
+    assert set(model) - {"_target_"} == set(cls.config_keys())
+    params = inspect.signature(cls.__init__).parameters
+    for k, v in model.items():
+        if k != "_target_":
+            default = params[k].default
+            assert (list(default) if isinstance(default, tuple) else default) == v, k
+    assert set(cls.architecture) | set(cls.training) < set(cls.config_keys())
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
 @pytest.mark.parametrize("data", DATA_NAMES)
 def test_compose_every_stage_and_data(stage, data, tmp_path):
     from pipeline.data import SAMPLES_DIR

@@ -66,7 +66,7 @@ def test_label4_and_within_match_scipy():
     from scipy import ndimage
 
     from pipeline.damage import label4
-    from stages.mask import _within
+    from stages.processors import _within
     rng = np.random.default_rng(1)
     for k in range(20):
         m = rng.random((60, 70)) < 0.2 + 0.03 * k

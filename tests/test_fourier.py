@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stages import Colorizer, Inpainter
-from stages.base import dihedral, tta_mean
+from stages.nets import dihedral, tta_mean
 from stages.fourier import FourierBlock, irdft2, rdft2
 from tests.conftest import tiny
 from tests.test_stages import TestInpainter, make_batch
@@ -108,7 +108,8 @@ def test_tta_mean_is_exact_for_an_equivariant_fn_and_averages_otherwise(n):
         tta_mean(ramp, (x,), 3)
 
 
-def test_stage_tta_on_non_square_inputs_and_the_old_flip_key():
+def test_stage_tta_on_non_square_inputs_and_the_old_flip_key(tmp_path):
+    import yaml
     b = make_batch(1)
     g, m = b["gray"][..., :40, :56], b["mask"][..., :40, :56]
     for n in (2, 8):
@@ -117,8 +118,14 @@ def test_stage_tta_on_non_square_inputs_and_the_old_flip_key():
         inp = tiny(Inpainter, tta=n)
         out = inp.predict(g, m)
         assert out.shape == g.shape and torch.equal(out[m == 0], g[m == 0])
-    assert tiny(Colorizer, flip_tta=True).config["tta"] == 2   # checkpoints written before `tta`
-    assert "flip_tta" not in tiny(Colorizer, flip_tta=False).config
+    for flip, tta in ((True, 2), (False, 1)):  # checkpoints written before `tta` said flip_tta
+        tiny(Colorizer).save(tmp_path / "c")
+        meta = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+        meta["config"].pop("tta")
+        meta["config"]["flip_tta"] = flip
+        (tmp_path / "c" / "config.yaml").write_text(yaml.safe_dump(meta))
+        old = Colorizer.load(tmp_path / "c")
+        assert old.config["tta"] == tta and "flip_tta" not in old.config
     with pytest.raises(ValueError, match="tta"):
         tiny(Inpainter, tta=3)
 

@@ -283,9 +283,47 @@ class TestColorizer(StageTestMixin):
 
 
 def test_shrink_is_area_downscaling():
-    from stages.base import shrink
+    from stages.nets import shrink
     for h, w, ws in ((64, 64, 32), (64, 48, 32), (60, 40, 20), (65, 64, 32), (30, 20, 64)):
         x = torch.rand(2, 1, h, w)
         s = min(1.0, ws / max(h, w))
         ref = torch.nn.functional.interpolate(x, size=(round(h * s), round(w * s)), mode="area")
         assert torch.allclose(shrink(x, ws), ref, atol=1e-6), (h, w, ws)
+
+
+def test_constructor_arguments_are_the_config_and_only_inference_settings_change(tmp_path):
+    st = tiny(Colorizer, saturation=0.7)
+    assert st.config["saturation"] == 0.7 and st.config["decoder_channels"] == [16, 8, 8]
+    assert list(st.config) == Colorizer.config_keys()  # recorded once, from the signature
+    st.set("temperature", 0.2)
+    assert st.config["temperature"] == 0.2
+    with pytest.raises(ValueError, match="head_stride is an architecture setting"):
+        st.set("head_stride", 2)
+    with pytest.raises(ValueError, match="hue_weight is a training setting"):
+        st.set("hue_weight", 1.0)
+    with pytest.raises(KeyError, match="no setting 'nope'"):
+        st.set("nope", 1)
+    st.save(tmp_path / "c")
+    assert Colorizer.load(tmp_path / "c").config == st.config
+
+
+def test_a_newer_checkpoint_format_asks_for_an_upgrade(tmp_path):
+    import yaml
+
+    from pipeline import Pipeline
+    from stages import CheckpointError
+    tiny(MaskDetector).save(tmp_path / "m")
+    f = tmp_path / "m" / "config.yaml"
+    meta = yaml.safe_load(f.read_text())
+    assert meta["format"] == "restore-stage/1"
+    f.write_text(yaml.safe_dump({**meta, "format": "restore-stage/2"}))
+    with pytest.raises(CheckpointError, match="newer restore-pipeline.*upgrade"):
+        MaskDetector.load(tmp_path / "m")
+    f.write_text(yaml.safe_dump({**meta, "format": "something-else/1"}))
+    with pytest.raises(CheckpointError, match="is not 'restore-stage'"):
+        MaskDetector.load(tmp_path / "m")
+    Pipeline(mask=tiny(MaskDetector)).save(tmp_path / "p")
+    pf = tmp_path / "p" / "pipeline.yaml"
+    pf.write_text(pf.read_text().replace("restore-pipeline/1", "restore-pipeline/7"))
+    with pytest.raises(CheckpointError, match="pipeline.yaml: format 'restore-pipeline/7' was written by a newer"):
+        Pipeline.load(tmp_path / "p")

@@ -291,3 +291,14 @@ def test_resumed_run_replays_the_same_stream_and_ends_identical(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(half[k], a[k]) for k in a)  # it did train on
+
+
+def test_data_workers_prefill_the_inpainter_hole_as_the_stage_would(tmp_path):
+    from pipeline.train import Trainer
+    cfg = _compose("stage=inpaint", "trainer.num_workers=1", "trainer.device=cpu", f"out_dir={tmp_path}")
+    tr = Trainer(cfg)
+    batch = next(iter(tr.train_loader))
+    assert "prefilled" in batch
+    want = tr.stage.prefilled(batch["gray"], batch["mask"])
+    assert torch.equal(batch["prefilled"], want) and not torch.equal(want, batch["gray"])
+    assert torch.equal(batch["prefilled"][batch["mask"] == 0], batch["gray"][batch["mask"] == 0])

@@ -4,8 +4,9 @@
 
 A slot can also come from an existing Pipeline (``--base DIR_OR_NAME``; e.g. swap the colorizer of
 the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the size; they are
-restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for a key of a
-stage's config (e.g. ``colorize.saturation=0.6``), ``KEY=VALUE`` for a pipeline option
+restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for an
+inference setting of a stage (e.g. ``colorize.saturation=0.6``; architecture and loss settings
+are refused: the weights were trained with them), ``KEY=VALUE`` for a pipeline option
 (``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``); ``precision`` may be
 a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``.
 """
@@ -85,9 +86,12 @@ def _apply_setting(pipe, item: str) -> str | None:
     stage = pipe.stages.get(slot)
     if stage is None:
         return f"this pipeline has no {slot!r} stage"
-    if name not in stage.config:
-        return f"{slot} has no setting {name!r} (settings: {', '.join(sorted(stage.config))})"
-    stage.config[name] = value
+    try:
+        stage.set(name, value)
+    except KeyError:
+        return f"{slot} has no setting {name!r} (settings: {', '.join(stage.inference_settings())})"
+    except ValueError as e:
+        return str(e)
     return None
 
 

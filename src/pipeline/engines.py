@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from stages import Stage
-from stages.base import atomic_write_bytes
+from stages.checkpoint import atomic_write_bytes
 
 log = logging.getLogger("pipeline.engines")
 PROBE = 256          # side of the timing input (the detector's and colorizer's work sizes are ≤ 256)
@@ -117,8 +117,8 @@ def _timers(stage: Stage, engine: str | None, model) -> dict:
                     stage.net(x)
             return run
         return {p: torch_run(p) for p in ("fp32", "bf16")}
-    from stages.base import _OpenVINO
-    rts = {p: _OpenVINO(model, p, torch.get_num_threads(), openvino_cache()) for p in ("fp32", "bf16")}
+    from stages.runtimes import OpenVINORuntime
+    rts = {p: OpenVINORuntime(model, p, torch.get_num_threads(), openvino_cache()) for p in ("fp32", "bf16")}
     return {p: (lambda x, rt=rt: rt(x.numpy())) for p, rt in rts.items()}
 
 

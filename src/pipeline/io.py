@@ -121,7 +121,7 @@ def save_png(img: Image.Image, path: str | os.PathLike, compress_level: int = 1)
     lossless either way)."""
     import io as _io
 
-    from stages.base import atomic_write_bytes
+    from stages.checkpoint import atomic_write_bytes
     buf = _io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)
     atomic_write_bytes(path, buf.getvalue())

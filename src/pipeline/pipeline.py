@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from stages import CheckpointError, Stage
-from stages.base import atomic_write_bytes
+from stages.checkpoint import atomic_write_bytes, check_format
 
 from .color import gray8_ab_to_rgb8
 from .device import autocast, cpu_has_bf16, resolve_precision
@@ -147,6 +147,7 @@ class Pipeline:
             raise CheckpointError(f"{meta_file}: unreadable YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(meta, dict) or not isinstance(meta.get("stages", {}), dict):
             raise CheckpointError(f"{meta_file}: not a pipeline config")
+        check_format(meta.get("format"), FORMAT, meta_file)
         stages = {}
         for name in meta.get("stages", {}):
             if name not in SLOTS:
@@ -233,7 +234,8 @@ class Pipeline:
         A list of same-size grays is run as one batch and gives a list of masks."""
         stage, grays, prob = self._batched("mask", "probabilities", gray)
         prob = prob[:, 0].float().cpu().numpy()
-        masks = [stage.postprocess(p > stage.config["threshold"], g) for p, g in zip(prob, grays)]
+        post = stage.processor  # numpy post-processing (stages.processors.MaskProcessor)
+        masks = [post(p > stage.config["threshold"], g) for p, g in zip(prob, grays)]
         return masks if isinstance(gray, list) else masks[0]
 
     def fill(self, gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -298,10 +300,10 @@ class Pipeline:
         detection. Returns a PIL RGB image of the input's size, or with
         ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``).
         """
-        gray = to_gray(img)
-        m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray)
-        filled = self.fill(gray, m)
-        image = Image.fromarray(self.color(filled), "RGB")
+        gray = to_gray(img)                                                        # 1. the input's gray
+        m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray)  # 2. the damage
+        filled = self.fill(gray, m)                                                # 3. the gray, inpainted
+        image = Image.fromarray(self.color(filled), "RGB")                         # 4. colour
         if not return_intermediates:
             return image
         return Restoration(image=image, mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),

@@ -54,8 +54,7 @@ def find_mask(mask_arg: str | None, img: Path) -> Path | None:
     return m
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.restore``; returns the exit status (0 ok, 1 some input failed, 2 usage)."""
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipeline.restore", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="image files, folders (recursive) or a competition test.csv")
     ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")
@@ -70,11 +69,83 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+class _Album:
+    """Restores images in batches of one size and writes the PNGs in a background thread (zlib
+    releases the GIL, so encoding overlaps the next batch). A failed image or batch is reported
+    on one line and counted; the others go on."""
+
+    def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar):
+        self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
+        self.groups: dict[tuple, list] = defaultdict(list)
+        self.saver = ThreadPoolExecutor(max_workers=1)
+        self.saving: list = []
+        self.failed = 0
+
+    def fail(self, message: str, n: int = 1) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        self.failed += n
+
+    def add(self, path: Path, gray, mask) -> None:
+        self.groups[gray.shape].append((path, gray, mask))
+        if len(self.groups[gray.shape]) >= max(1, self.batch_size):
+            self.flush(gray.shape)
+
+    def _save(self, r, stem: str) -> None:
+        save_png(r.image, self.out / f"{stem}.png")
+        if self.intermediates:
+            save_png(r.mask, self.out / f"{stem}_mask.png")
+            save_png(r.gray, self.out / f"{stem}_gray.png")
+
+    def flush(self, key) -> None:
+        items = self.groups.pop(key, [])
+        if not items:
+            return
+        try:
+            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items])
+        except Exception as e:  # a failure of one batch must not lose the others
+            for p, _, _ in items:
+                self.fail(f"{p}: restore failed ({type(e).__name__}: {e})")
+            self.bar.update(len(items))
+            return
+        for (p, _, _), r in zip(items, results):
+            self.saving.append((self.out / f"{p.stem}.png", self.saver.submit(self._save, r, p.stem)))
+        self.bar.update(len(items))
+
+    def finish(self) -> list[Path]:
+        """Restore what is left, wait for the writes; returns the PNGs written."""
+        for key in list(self.groups):
+            self.flush(key)
+        self.bar.close()
+        written = []
+        for dst, job in self.saving:
+            try:
+                job.result()
+                written.append(dst)
+            except Exception as e:  # one unwritable output must not lose the others
+                self.fail(f"{dst}: cannot write ({type(e).__name__}: {e})")
+        self.saver.shutdown()
+        return written
+
+
+def _write_zip(zpath: Path, files: list[Path]) -> None:
+    """A flat zip of ``files`` (stored: PNGs are compressed already), written atomically."""
+    zpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zpath.with_suffix(zpath.suffix + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for f in files:
+            z.write(f, arcname=f.name)
+    tmp.replace(zpath)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.restore``; returns the exit status (0 ok, 1 some input failed, 2 usage)."""
+    args = _parser().parse_args(argv)
     if args.max_pixels:
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
-
     from tqdm.auto import tqdm
 
     from stages import CheckpointError
@@ -93,77 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    # read everything lazily in size groups, so each batch holds images of one size
-    failed = len(errors)
-    written: list[Path] = []
-    groups: dict[tuple, list] = defaultdict(list)
     bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
-
-    def save(r, stem):
-        save_png(r.image, out / f"{stem}.png")
-        if args.save_intermediates:
-            save_png(r.mask, out / f"{stem}_mask.png")
-            save_png(r.gray, out / f"{stem}_gray.png")
-
-    # PNG encoding (zlib releases the GIL) overlaps the next batch's restore
-    saver = ThreadPoolExecutor(max_workers=1)
-    saving: list = []
-
-    def flush(key):
-        nonlocal failed
-        items = groups.pop(key, [])
-        if not items:
-            return
-        try:
-            results = pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items])
-        except Exception as e:  # a failure of one batch must not lose the others
-            for p, _, _ in items:
-                print(f"error: {p}: restore failed ({type(e).__name__}: {e})", file=sys.stderr)
-            failed += len(items)
-            bar.update(len(items))
-            return
-        for (p, _, _), r in zip(items, results):
-            saving.append((out / f"{p.stem}.png", saver.submit(save, r, p.stem)))
-        bar.update(len(items))
-
-    for p in paths:
+    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar)
+    album.failed = len(errors)
+    for p in paths:  # read lazily, restored in batches of one size
         try:
             gray = to_gray(p)
             mp = find_mask(args.mask, p) if len(paths) > 1 or not args.mask or Path(args.mask).is_dir() else Path(args.mask)
             mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
         except ImageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
+            album.fail(str(e))
             bar.update(1)
             continue
-        key = gray.shape
-        groups[key].append((p, gray, mask))
-        if len(groups[key]) >= max(1, args.batch_size):
-            flush(key)
-    for key in list(groups):
-        flush(key)
-    bar.close()
-    for dst, job in saving:
-        try:
-            job.result()
-            written.append(dst)
-        except Exception as e:  # one unwritable output must not lose the others
-            print(f"error: {dst}: cannot write ({type(e).__name__}: {e})", file=sys.stderr)
-            failed += 1
-    saver.shutdown()
-
+        album.add(p, gray, mask)
+    written = album.finish()
     if args.zip and written:
-        zpath = Path(args.zip)
-        zpath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = zpath.with_suffix(zpath.suffix + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
-            for f in written:
-                z.write(f, arcname=f.name)
-        tmp.replace(zpath)
+        _write_zip(Path(args.zip), written)
     print(f"restored {len(written)} image(s) into {out}" + (f", zip {args.zip}" if args.zip and written else "")
-          + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+          + (f"; {album.failed} failed" if album.failed else ""), file=sys.stderr)
+    return 1 if album.failed else 0
 
 
 if __name__ == "__main__":

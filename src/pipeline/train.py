@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from stages import STAGES, Stage
-from stages.base import atomic_write_bytes
+from stages.checkpoint import atomic_write_bytes
 
 from .data import StreamSampler
 from .device import autocast, resolve_precision, select_device
@@ -225,17 +225,34 @@ def _build_stage(cfg: DictConfig, device: torch.device) -> Stage:
     return stage
 
 
-def _build_loaders(cfg: DictConfig, dist: "Distributed", device: torch.device):
-    """``(train_loader, val_loader, sampler)``: the training stream is this rank's shard."""
+class _Transformed(torch.utils.data.Dataset):
+    """``dataset`` with ``fn`` applied to each item (in the loader's worker processes)."""
+
+    def __init__(self, dataset, fn):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        return self.fn(self.dataset[key])
+
+
+def _build_loaders(cfg: DictConfig, dist: "Distributed", device: torch.device, stage: Stage, upstream):
+    """``(train_loader, val_loader, sampler)``: the training stream is this rank's shard. The
+    stage's ``sample_transform`` (e.g. the inpainter's Telea prefill) runs in the workers, unless
+    upstream stages replace the inputs it would be computed from."""
     from torch.utils.data import DataLoader
     tc = cfg.trainer
     data = _instantiate(cfg.data, "data")
     if len(data.train) == 0:
         raise TrainingError(f"data: the training set is empty ({cfg.data.get('root', 'no root')})")
+    fn = getattr(stage, "sample_transform", lambda: None)() if upstream is None else None
+    train_set = data.train if fn is None else _Transformed(data.train, fn)
     gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
     nw = int(tc.num_workers)
     sampler = StreamSampler(len(data.train), int(cfg.seed), dist.rank, dist.world)
-    train_loader = DataLoader(data.train, batch_size=int(tc.batch_size), sampler=sampler,
+    train_loader = DataLoader(train_set, batch_size=int(tc.batch_size), sampler=sampler,
                               num_workers=nw, generator=gen, persistent_workers=nw > 0,
                               worker_init_fn=_worker_init if nw > 0 else None,
                               pin_memory=device.type == "cuda")
@@ -275,7 +292,8 @@ class Trainer:
         if self.upstream is not None:
             self.upstream.to(device)
         torch.manual_seed(int(cfg.seed) + self.dist.rank)
-        self.train_loader, self.val_loader, self.sampler = _build_loaders(cfg, self.dist, device)
+        self.train_loader, self.val_loader, self.sampler = _build_loaders(cfg, self.dist, device, self.stage,
+                                                                          self.upstream)
         self.opt = torch.optim.AdamW([p for p in self.stage.parameters() if p.requires_grad], lr=float(tc.lr),
                                      weight_decay=float(tc.weight_decay))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(tc))

@@ -4,12 +4,18 @@
 """
 import os
 
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # see pipeline/__init__.py
+# After each parallel op torch's OpenMP workers busy-wait (libgomp: 300k spins) and take the cores
+# from the inference engine's threads that run next; shorter spins make a 512x512 restore ~20%
+# faster. libgomp reads this when torch loads, so it acts only if torch is not imported yet; a
+# value already set wins. ``pipeline`` imports this package first for that reason.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from .base import STAGES, CheckpointError, Stage, register_stage
+from .base import Stage
+from .checkpoint import STAGES, CheckpointError, register_stage
 from .colorize import Colorizer
 from .inpaint import Inpainter
 from .mask import MaskDetector
+from .processors import MaskProcessor, TeleaPrefill
 
 __all__ = ["STAGES", "CheckpointError", "Stage", "register_stage", "MaskDetector", "Inpainter",
-           "Colorizer"]
+           "Colorizer", "MaskProcessor", "TeleaPrefill"]

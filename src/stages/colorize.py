@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
-from pipeline.metrics import hue_correlation
-
-from .base import TTA_SIZES, Stage, build_unet, pad_to_multiple, register_stage, tta_mean
+from .base import Stage
+from .checkpoint import register_stage
+from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
+from .metrics import hue_correlation
+from .nets import TTA_SIZES, build_unet, pad_to_multiple, tta_mean
 
 AB_RANGE = 110.0
 HUE_BINS = 180
@@ -77,26 +78,24 @@ class Colorizer(Stage):
     """Gray (B,1,H,W) in [0,1] -> ab logits (B,Q,H,W) or ab (B,2,H,W) (``mode``).
 
     ``predict`` returns unclipped RGB (B,3,H,W) in [0,1]-ish; ``colorize`` returns the uint8
-    image whose PIL gray equals the input (``pipeline.color.gray8_ab_to_rgb8``).
+    image whose PIL gray equals the input (``stages.color.gray8_ab_to_rgb8``).
     """
+
+    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
+                    "bin_size", "head_stride")
+    training = ("rebalance", "l1_weight", "hue_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
-                 hue_weight: float = 0.0, flip_tta: bool | None = None):
+                 hue_weight: float = 0.0):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
-        if flip_tta is not None:  # checkpoints before tta existed: flip_tta true == tta 2
-            tta = 2 if flip_tta and tta == 1 else tta
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
-        super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
-                         decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
-                         mode=mode, bin_size=bin_size, temperature=temperature, rebalance=rebalance,
-                         l1_weight=l1_weight, work_size=work_size, saturation=saturation,
-                         head_stride=head_stride, tta=int(tta), hue_weight=hue_weight)
+        super().__init__()
         centers, lut, g = ab_grid(bin_size)
         self.grid_side = g
         self.register_buffer("centers", centers)
@@ -111,6 +110,14 @@ class Colorizer(Stage):
             torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
             torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
         self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Checkpoints written before ``tta`` existed say ``flip_tta``: true means ``tta`` 2."""
+        config = dict(config)
+        if config.pop("flip_tta", None) and config.get("tta", 1) == 1:
+            config["tta"] = 2
+        return config
 
     @property
     def num_classes(self) -> int:

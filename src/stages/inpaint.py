@@ -1,16 +1,16 @@
 """Inpainter: fill the damaged region of a gray image; pixels outside the mask are kept."""
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from pipeline.color import fp32
-
-from .base import TTA_SIZES, Stage, build_unet, grow, pad_to_multiple, register_stage, shrink, tta_mean
+from .base import Stage
+from .checkpoint import register_stage
+from .color import fp32
 from .fourier import add_fourier_blocks
+from .nets import TTA_SIZES, build_unet, grow, pad_to_multiple, shrink, tta_mean
+from .processors import TeleaPrefill
 
 
 @register_stage("inpaint")
@@ -33,6 +33,9 @@ class Inpainter(Stage):
     """
 
     net_in_channels = 2  # prefilled gray, mask
+    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "prefill",
+                    "fourier_blocks", "fourier_level")
+    training = ("hole_weight", "valid_weight", "ssim_weight", "hole_ssim_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
@@ -44,12 +47,7 @@ class Inpainter(Stage):
             raise ValueError(f"prefill must be 'telea' or 'constant', got {prefill!r}")
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
-        super().__init__(arch=arch, encoder_name=encoder_name, encoder_depth=encoder_depth,
-                         decoder_channels=list(decoder_channels), encoder_weights=encoder_weights,
-                         hole_weight=hole_weight, valid_weight=valid_weight,
-                         ssim_weight=ssim_weight, dilate=dilate, work_size=work_size,
-                         prefill=prefill, telea_radius=telea_radius, hole_ssim_weight=hole_ssim_weight,
-                         fourier_blocks=fourier_blocks, fourier_level=fourier_level, tta=int(tta))
+        super().__init__()
         self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         add_fourier_blocks(self.net, int(fourier_level), int(fourier_blocks))
         self.multiple = 2 ** encoder_depth
@@ -66,22 +64,27 @@ class Inpainter(Stage):
         """(B,1,H,W) gray in [0,1] with the hole filled per ``prefill`` (no gradient)."""
         if self.config["prefill"] == "constant":
             return gray * (1 - mask) + 0.5 * mask
-        g8 = (gray.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        m8 = (mask.detach().float() > 0.5).to(torch.uint8).cpu().numpy()
-        r = int(self.config["telea_radius"])
-        out = np.stack([cv2.inpaint(np.ascontiguousarray(g[0]), np.ascontiguousarray(m[0]), r,
-                                     cv2.INPAINT_TELEA)[None] if m.any() else g
-                        for g, m in zip(g8, m8)])
-        return torch.from_numpy(out).to(gray.device, gray.dtype) / 255
+        return TeleaPrefill(int(self.config["telea_radius"]))(gray, mask)
 
-    def forward(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Network prediction of the full gray (B,1,H,W), ~[0,1], before compositing."""
-        mask = mask.to(gray.dtype)
-        base = self.prefilled(gray, mask)
+    def sample_transform(self):
+        """What training data workers may precompute per sample: the Telea prefill (when the
+        network sees the true mask as is), else None."""
+        if self.config["prefill"] == "telea" and not self.config["dilate"]:
+            return TeleaPrefill(int(self.config["telea_radius"])).sample
+        return None
+
+    def forward(self, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The network: prefilled gray ``base`` (B,1,H,W) in [0,1] + mask -> the full gray
+        (B,1,H,W), ~[0,1], before compositing (a correction added to ``base`` for ``telea``)."""
+        mask = mask.to(base.dtype)
         x = torch.cat([base * 2 - 1, mask * 2 - 1], 1)
         x, (h, w) = pad_to_multiple(x, self.multiple)
         y = self.run_net(x)[..., :h, :w]
         return base + y if self.config["prefill"] == "telea" else torch.sigmoid(y)
+
+    def _predict_full(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(gray.dtype)
+        return self(self.prefilled(gray, mask), mask)
 
     def composite(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``mask * prediction + (1 - mask) * gray``; the network runs at most at ``work_size``
@@ -92,13 +95,15 @@ class Inpainter(Stage):
         if m.shape != mask.shape:
             m = (m > 0).to(gray.dtype)
             g = g * (1 - m) + 0.5 * m   # keep fill-value bleed out of the small copy
-        pred = grow(tta_mean(self, (g, self._grow(m)), int(self.config.get("tta", 1))), gray.shape[-2:])
+        pred = grow(tta_mean(self._predict_full, (g, self._grow(m)), int(self.config.get("tta", 1))), gray.shape[-2:])
         return mask * pred + (1 - mask) * gray
 
     def loss(self, batch: dict) -> dict:
         """``hole_weight`` * L1(hole) + ``valid_weight`` * L1(rest) + ``ssim_weight`` * (1 - SSIM)."""
         gray, mask, target = batch["gray"], batch["mask"], batch["target_gray"]
-        pred = self(gray, self._grow(mask)).float()
+        grown = self._grow(mask)
+        base = batch["prefilled"] if "prefilled" in batch and grown is mask else self.prefilled(gray, grown.to(gray.dtype))
+        pred = self(base, grown).float()
         err = (pred - target).abs()
         hole = (err * mask).sum() / mask.sum().clamp(min=1)
         valid = (err * (1 - mask)).sum() / (1 - mask).sum().clamp(min=1)

@@ -1,0 +1,100 @@
+"""Network building and the tensor geometry around it: the segmentation-models-pytorch UNet of
+every stage, padding to the encoder's stride, work-size shrinking/growing, dihedral TTA."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def build_unet(in_channels: int, classes: int, arch: str = "Unet", encoder_name: str = "resnet18",
+               encoder_depth: int = 5, decoder_channels=(256, 128, 64, 32, 16),
+               encoder_weights: str | None = None) -> nn.Module:
+    """An segmentation-models-pytorch network. ``encoder_weights`` other than None downloads
+    pretrained weights; offline that fails with one clear ``RuntimeError`` line.
+    """
+    import segmentation_models_pytorch as smp
+
+    decoder_channels = list(decoder_channels)
+    if len(decoder_channels) != encoder_depth:
+        raise ValueError(f"decoder_channels needs {encoder_depth} entries (encoder_depth), "
+                         f"got {len(decoder_channels)}")
+    kwargs = dict(encoder_name=encoder_name, encoder_depth=encoder_depth, in_channels=in_channels,
+                  classes=classes, encoder_weights=None)
+    if arch.lower() in ("unet", "unetplusplus"):
+        kwargs["decoder_channels"] = decoder_channels
+    if not encoder_weights:
+        return smp.create_model(arch, **kwargs)
+    import logging
+    import socket
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # one line from us, not retries
+    try:
+        socket.getaddrinfo("huggingface.co", 443)  # fail fast offline instead of retrying for ~30 s
+        return smp.create_model(arch, **{**kwargs, "encoder_weights": encoder_weights})
+    except Exception as e:  # network errors come in many types (URLError, HF hub, OSError ...)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"cannot fetch {encoder_weights!r} weights for encoder {encoder_name!r} "
+                           f"(offline? use model.encoder_weights=null): {msg}") from None
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad (B,C,H,W) at the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+def shrink(x: torch.Tensor, work_size: int | None) -> torch.Tensor:
+    """Area-downscale (B,C,H,W) so its longer side is at most ``work_size`` (None: unchanged)."""
+    h, w = x.shape[-2:]
+    if not work_size or max(h, w) <= work_size:
+        return x
+    s = work_size / max(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    k = h // size[0]
+    if size[0] * k == h and size[1] * k == w:  # an integer factor: the same average, ~2x faster
+        return torch.nn.functional.avg_pool2d(x, k)
+    return torch.nn.functional.interpolate(x, size=size, mode="area")
+
+
+TTA_SIZES = (1, 2, 4, 8)
+
+
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 flips/transposes of (..., H, W) (bit 0: mirror W, bit 1: flip H, bit 2:
+    transpose, applied first), or its inverse."""
+    if k & 4 and not inverse:
+        x = x.transpose(-1, -2)
+    if k & 1:
+        x = x.flip(-1)
+    if k & 2:
+        x = x.flip(-2)
+    if k & 4 and inverse:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def tta_mean(fn, inputs: tuple, n: int) -> torch.Tensor:
+    """Mean of ``fn(*inputs)`` over the first ``n`` (1, 2, 4 or 8) of the dihedral transforms
+    of ``inputs`` (2: + mirror; 4: + vertical flips; 8: + transposes), each output transformed
+    back. ``fn`` must map (B,C,H,W) inputs to a (B,C',H',W') output on the same grid (any
+    stride); one batched call per input shape."""
+    if n not in TTA_SIZES:
+        raise ValueError(f"tta must be one of {TTA_SIZES}, got {n}")
+    if n == 1:
+        return fn(*inputs)
+    b, out = inputs[0].shape[0], 0
+    for ks in ([k for k in range(n) if k < 4], [k for k in range(n) if k >= 4]):
+        if ks:
+            y = fn(*[torch.cat([dihedral(t, k) for k in ks]) for t in inputs])
+            for i, k in enumerate(ks):
+                out = out + dihedral(y[i * b:(i + 1) * b], k, inverse=True)
+    return out / n
+
+
+def grow(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsample (B,C,h,w) to ``size`` (no-op when already that size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

@@ -1,0 +1,115 @@
+"""Pre- and post-processing around the networks: plain array code, no weights. The Pipeline and
+the training data workers call these; a stage's ``forward`` is its network only.
+
+- ``MaskProcessor``: a thresholded damage mask -> the final mask (snap to a constant fill, keep
+  one region, fill holes).
+- ``TeleaPrefill``: OpenCV Telea inpainting of the hole, what the inpainter's network corrects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .regions import fill_holes, label4
+
+
+@dataclass(frozen=True)
+class MaskProcessor:
+    """(H,W) bool mask (+ (H,W) uint8 gray) -> (H,W) bool.
+
+    ``refine`` snaps the mask to the constant fill (when most predicted pixels share one gray in
+    [0, ``max_fill``], the mask becomes the connected regions of that gray touching the
+    prediction; a region leaking far beyond it is clipped to ``refine_band`` px),
+    ``keep_largest`` keeps one component (competition images carry exactly one shape) and
+    ``fill_holes`` fills it.
+    """
+    refine: bool = True
+    refine_band: int = 6
+    max_fill: int = 100
+    keep_largest: bool = True
+    fill_holes: bool = True
+
+    def __call__(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
+        if self.refine and gray is not None and mask.any():
+            mask = self.snap(mask, gray)  # before keep_largest: a fragmented prediction still
+        if self.keep_largest and mask.any():  # names the whole fill region
+            mask = _largest(mask)
+        if self.fill_holes:
+            mask = fill_holes(mask)
+        return mask
+
+    def snap(self, mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
+        """Snap a predicted mask to the constant fill it covers (see the class docstring)."""
+        vals = gray[mask]
+        counts = np.bincount(vals, minlength=256)
+        v = int(counts.argmax())
+        if v > self.max_fill or counts[v] < 0.6 * len(vals):
+            return mask  # not a constant fill (textured damage): keep the network's mask
+        # Components of the fill value touching the prediction are taken whole when most of
+        # them lies near it or they are not much larger than it (the network under-segmented),
+        # and clipped to a thin band when they
+        # leak far away (the fill touches surroundings of the same gray).
+        r = max(self.refine_band, 0.5 * np.sqrt(mask.sum()))
+        near, band = _within(mask, r, self.refine_band)
+        cand = gray == v
+        lab, n = label4(cand)
+        size = np.bincount(lab.ravel(), minlength=n + 1)
+        touch = np.bincount(lab[mask & cand], minlength=n + 1) > 0
+        inside = np.bincount(lab[near], minlength=n + 1)
+        touch[0] = False
+        whole = touch & ((inside >= 0.5 * size) | (size <= 3 * mask.sum()))
+        part = touch & ~whole
+        if not touch.any():
+            return mask
+        refined = fill_holes(whole[lab] | (part[lab] & band))
+        inter = np.logical_and(refined, mask).sum()
+        return refined if inter >= 0.5 * mask.sum() else mask
+
+
+@dataclass(frozen=True)
+class TeleaPrefill:
+    """OpenCV Telea inpainting of the hole (``radius`` px): (B,1,H,W) gray in [0,1] + (B,1,H,W)
+    mask -> (B,1,H,W) gray in [0,1] (uint8-exact), unchanged where nothing is masked.
+    Also a training-sample transform: adds ``"prefilled"`` to a sample dict (in the data workers)."""
+    radius: int = 3
+
+    def __call__(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        g8 = (gray.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        m8 = (mask.detach().float() > 0.5).to(torch.uint8).cpu().numpy()
+        out = np.stack([cv2.inpaint(np.ascontiguousarray(g[0]), np.ascontiguousarray(m[0]), self.radius,
+                                    cv2.INPAINT_TELEA)[None] if m.any() else g
+                        for g, m in zip(g8, m8)])
+        return torch.from_numpy(out).to(gray.device, gray.dtype) / 255
+
+    def sample(self, item: dict) -> dict:
+        """A training sample (``gray``, ``mask``: (1,H,W)) + ``prefilled`` (1,H,W)."""
+        return {**item, "prefilled": self(item["gray"][None], item["mask"][None])[0]}
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    lab, n = label4(mask)
+    if n <= 1:
+        return mask
+    return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+
+
+def _within(mask: np.ndarray, *radii: float) -> list[np.ndarray]:
+    """For each radius r, the (H,W) bool pixels within Euclidean distance r of ``mask`` (one
+    distance transform over its bounding box grown by the largest r, not the whole image)."""
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    m = int(np.ceil(max(radii))) + 1
+    y0, y1 = max(0, ys[0] - m), min(mask.shape[0], ys[-1] + 1 + m)
+    x0, x1 = max(0, xs[0] - m), min(mask.shape[1], xs[-1] + 1 + m)
+    # OpenCV's exact (DIST_MASK_PRECISE) Euclidean transform: the distance of each non-zero
+    # pixel to the nearest zero one, ~10x faster than scipy's
+    dist = cv2.distanceTransform((~mask[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outs = []
+    for r in radii:
+        out = np.zeros_like(mask)
+        out[y0:y1, x0:x1] = dist <= r
+        outs.append(out)
+    return outs
