@@ -1,8 +1,11 @@
-"""Competition-style synthetic damage and the rule that recovers a damage mask from a pair.
+"""Synthetic damage, and the rule that recovers a competition mask from a pair.
 
-One shape per image (axis-aligned rectangle, ellipse, triangle, random polygon — including
-spiky, self-intersecting ones), filled with one constant gray in [0, 100], covering 0.9–16 %
-of the image. Everything is driven by a ``numpy.random.Generator`` so it is reproducible.
+Competition style (``random_damage``): one shape per image (axis-aligned rectangle, ellipse,
+triangle, random polygon — including spiky, self-intersecting ones), filled with one constant
+gray in [0, 100], covering 0.9–16 % of the image. Old-photo style (``real_damage``): thin
+bright/dark scratches, branching cracks, dust and spots, torn edges and missing corners, with soft
+edges and noise, over a photo that may carry film grain (``add_grain``). Everything is driven by
+a ``numpy.random.Generator`` so it is reproducible.
 """
 from __future__ import annotations
 
@@ -155,3 +158,120 @@ def rule_mask(gray: np.ndarray, max_fill: int = 100, min_pixels: int = 16) -> np
     if best is None or best_n < min_pixels:
         return np.zeros(gray.shape, bool)
     return fill_holes(best)
+
+
+# ----------------------------------------------------------------------- real old-photo damage
+REAL_KINDS = ("scratch", "crack", "spots", "tear")
+
+
+@dataclass
+class RealDamage:
+    """Damage as found on old prints: a soft layer of gray ``value`` with opacity ``alpha``
+    (both (H,W) float32) over the photo; ``kinds`` names what was drawn."""
+
+    alpha: np.ndarray
+    value: np.ndarray
+    kinds: tuple
+
+
+def _walk(h: int, w: int, rng: np.random.Generator, length: float, bend: float, start=None, angle=None):
+    """A smooth random path of about ``length`` px: (N,2) float points (x, y), starting at
+    ``start`` (else anywhere) with heading ``angle`` (else random); ``bend``: radians per step."""
+    step = 3.0
+    p = np.array(start if start is not None else (rng.uniform(0, w), rng.uniform(0, h)), float)
+    a = float(rng.uniform(0, 2 * np.pi) if angle is None else angle)
+    turn, pts = 0.0, [p.copy()]
+    for _ in range(max(2, int(length / step))):
+        turn = 0.8 * turn + rng.normal(0, bend)  # curvature drifts smoothly
+        a += turn
+        p = p + step * np.array([np.cos(a), np.sin(a)])
+        pts.append(p.copy())
+        if not (-20 <= p[0] <= w + 20 and -20 <= p[1] <= h + 20):
+            break
+    return np.array(pts)
+
+
+def _stroke(canvas: np.ndarray, pts: np.ndarray, width: float, rng: np.random.Generator) -> None:
+    """Draw a path of varying width (±50 % along it) into a float canvas, anti-aliased."""
+    seg = max(2, len(pts) // int(rng.integers(2, 6)))
+    for i in range(0, len(pts) - 1, seg):
+        part = np.round(pts[i:i + seg + 1] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
+        t = max(1, int(round(width * rng.uniform(0.5, 1.5))))
+        cv2.polylines(canvas, [part], False, 1.0, thickness=t, lineType=cv2.LINE_AA, shift=2)
+
+
+def _layer(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """(H,W) float32 coverage in [0,1] of one kind of damage."""
+    c = np.zeros((h, w), np.float32)
+    diag = float(np.hypot(h, w))
+    if kind == "scratch":  # long, thin, nearly straight
+        for _ in range(int(rng.integers(1, 6))):
+            _stroke(c, _walk(h, w, rng, rng.uniform(0.15, 1.0) * diag, 0.01), rng.uniform(1, 3), rng)
+    elif kind == "crack":  # jagged, branching
+        for _ in range(int(rng.integers(1, 3))):
+            main = _walk(h, w, rng, rng.uniform(0.2, 0.8) * diag, 0.06)
+            _stroke(c, main, rng.uniform(1, 3.5), rng)
+            for _ in range(int(rng.integers(0, 5))):
+                i = int(rng.integers(len(main)))
+                d = main[min(i + 1, len(main) - 1)] - main[max(i - 1, 0)]
+                a = np.arctan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)
+                _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.3) * diag, 0.08, main[i], a), rng.uniform(1, 2.5), rng)
+    elif kind == "spots":  # dust, mould, flecks: many small soft dots
+        n = int(rng.integers(5, 80))
+        r = np.clip(rng.lognormal(0.3, 0.7, n), 0.6, 9)
+        for x, y, rr in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), r):
+            cv2.circle(c, (int(x * 4), int(y * 4)), int(rr * 4), 1.0, -1, cv2.LINE_AA, shift=2)
+    else:  # tear / missing corner: a jagged bite out of an edge
+        side = int(rng.integers(4))
+        span = rng.uniform(0.1, 0.45) * (w if side % 2 == 0 else h)
+        depth = rng.uniform(0.03, 0.15) * min(h, w)
+        n = int(rng.integers(6, 14))
+        t0 = rng.uniform(0, (w if side % 2 == 0 else h) - span)
+        along = np.linspace(t0, t0 + span, n)
+        into = np.concatenate([[0], rng.uniform(0.3, 1, n - 2) * depth, [0]])
+        pts = np.stack([along, into], 1)
+        if side == 1:
+            pts = pts[:, ::-1]
+        elif side == 2:
+            pts = np.stack([pts[:, 0], h - 1 - pts[:, 1]], 1)
+        elif side == 3:
+            pts = np.stack([w - 1 - pts[:, 1], pts[:, 0]], 1)
+        cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
+    sigma = rng.uniform(0.3, 0.9)  # soft edges, as in a scan
+    return cv2.GaussianBlur(c, (0, 0), sigma).clip(0, 1)
+
+
+def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS) -> RealDamage:
+    """One to three kinds of old-photo damage for an (h, w) image: each kind bright (dust,
+    emulsion scratches, paper showing through) or dark (dirt, cracks), mostly opaque."""
+    alpha = np.zeros((h, w), np.float32)
+    value = np.zeros((h, w), np.float32)
+    chosen = tuple(sorted({str(kinds[int(rng.integers(len(kinds)))]) for _ in range(int(rng.integers(1, 4)))}))
+    for kind in chosen:
+        a = _layer(h, w, kind, rng) * rng.uniform(0.7, 1.0)
+        bright = rng.random() < (0.8 if kind == "tear" else 0.6)
+        v = rng.uniform(200, 255) if bright else rng.uniform(0, 55)
+        take = a > alpha
+        alpha = np.maximum(alpha, a)
+        value[take] = v
+    return RealDamage(alpha, value, chosen)
+
+
+def apply_real_damage(gray: np.ndarray, damage: RealDamage, rng: np.random.Generator,
+                      min_change: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """(H,W) uint8 gray -> ``(damaged uint8, mask bool)``: the damage layer composited over the
+    photo with a little noise of its own; the mask marks the pixels it visibly changed
+    (by at least ``min_change`` gray levels: a white scratch over white sky needs no repair)."""
+    g = gray.astype(np.float32)
+    noise = rng.normal(0, rng.uniform(1, 6), g.shape).astype(np.float32)
+    out = g * (1 - damage.alpha) + (damage.value + noise) * damage.alpha
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    mask = (np.abs(out.astype(np.int16) - gray.astype(np.int16)) >= min_change) & (damage.alpha > 0.2)
+    return out, mask
+
+
+def add_grain(gray: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Film grain: (H,W) uint8 + Gaussian noise of ``sigma`` levels, slightly blurred (grain is
+    larger than a pixel)."""
+    n = cv2.GaussianBlur(rng.normal(0, sigma * 1.6, gray.shape).astype(np.float32), (0, 0), 0.7)
+    return np.clip(np.rint(gray.astype(np.float32) + n), 0, 255).astype(np.uint8)

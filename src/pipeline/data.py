@@ -22,16 +22,17 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .color import pil_gray
-from .damage import add_touching_region, apply_damage, mask_from_pair, random_damage
+from .damage import (add_grain, add_touching_region, apply_damage, apply_real_damage, mask_from_pair,
+                     random_damage, real_damage)
 from .io import ImageError, list_images, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
 
 
-def _to_batch(damaged: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> dict:
+def _to_batch(damaged: np.ndarray, rgb: np.ndarray, mask: np.ndarray, target: np.ndarray | None = None) -> dict:
     t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32)) / 255  # noqa: E731
-    return {"gray": t(damaged)[None], "target_gray": t(pil_gray(rgb))[None],
+    return {"gray": t(damaged)[None], "target_gray": t(pil_gray(rgb) if target is None else target)[None],
             "rgb": t(rgb).permute(2, 0, 1), "mask": torch.from_numpy(np.array(mask, dtype=np.float32))[None]}
 
 
@@ -144,6 +145,9 @@ class PhotoPairs(Dataset):
         # hard cases for the detector (see conf/data/photos.yaml); the rest go to random_damage
         self.texture_prob, self.touch_prob = opts.pop("texture_prob", 0.0), opts.pop("touch_prob", 0.0)
         self.texture_amp = int(opts.pop("texture_amp", 8))
+        # old-photo damage and undamaged negatives (see conf/data/photos.yaml); the rest: shapes
+        self.real_prob, self.clean_prob = float(opts.pop("real_prob", 0.0)), float(opts.pop("clean_prob", 0.0))
+        self.grain_prob, self.grain_max = float(opts.pop("grain_prob", 0.0)), float(opts.pop("grain_max", 6.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -163,6 +167,10 @@ class PhotoPairs(Dataset):
             return self[((i + 1) % len(self), int(rng.integers(2 ** 31 - 1)))]
         self.aug.set_random_seed(int(rng.integers(2 ** 31 - 1)))
         rgb = self.aug(image=rgb)["image"]
+        if self.real_prob or self.clean_prob:  # (drawn only then: older configs keep their stream)
+            u = rng.random()
+            if u < self.real_prob + self.clean_prob:
+                return self._old_photo(rgb, rng, clean=u < self.clean_prob)
         dmg = random_damage(self.image_size, self.image_size, rng, **self.damage)
         if rng.random() < self.touch_prob:
             rgb = add_touching_region(rgb, dmg, rng)
@@ -170,6 +178,18 @@ class PhotoPairs(Dataset):
         damaged = apply_damage(gray, dmg, rng, self.texture_amp if rng.random() < self.texture_prob else 0)
         # the competition's definition, as for real pairs: input != gray, holes filled
         return _to_batch(damaged, rgb, mask_from_pair(damaged, gray))
+
+
+    def _old_photo(self, rgb: np.ndarray, rng: np.random.Generator, clean: bool) -> dict:
+        """An old-photo sample: the gray (with film grain, ``grain_prob``) and either no damage
+        (a negative: empty mask) or scratches/cracks/spots/tears (``real_damage``)."""
+        gray = pil_gray(rgb)
+        if rng.random() < self.grain_prob:
+            gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
+        if clean:
+            return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
+        damaged, mask = apply_real_damage(gray, real_damage(*gray.shape, rng), rng)
+        return _to_batch(damaged, rgb, mask, target=gray)
 
 
 class DaconPairs(Dataset):

@@ -31,19 +31,7 @@ def open_image(img) -> Image.Image:
         path = Path(img)
         if not path.is_file():
             raise ImageError(f"{path}: no such file")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    im.load()
-                    return ImageOps.exif_transpose(im)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"{path}: image too large ({e}); allow it with --max-pixels N "
-                             "(CLI) or PIL.Image.MAX_IMAGE_PIXELS = N (Python)") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image file (or an unsupported format)") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{path}: unreadable or truncated image ({e})") from None
+        return _open(path, str(path))
     if isinstance(img, Image.Image):
         return img
     if isinstance(img, np.ndarray):
@@ -62,6 +50,30 @@ def open_image(img) -> Image.Image:
             a = np.clip(a, 0, 255).astype(np.uint8)
         return Image.fromarray(np.ascontiguousarray(a))
     raise ImageError(f"{_describe(img)}: expected a path, a PIL image or a numpy array")
+
+
+def open_bytes(data: bytes, name: str = "upload") -> Image.Image:
+    """An uploaded file's bytes -> a loaded PIL image (as ``open_image`` does for a path)."""
+    import io
+    return _open(io.BytesIO(data), name)
+
+
+def _open(fp, name: str) -> Image.Image:
+    """Open and decode a file (path or file object), EXIF orientation applied; Pillow's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) enforced; one-line errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: image too large ({e}); allow it with --max-pixels N "
+                         "(CLI) or PIL.Image.MAX_IMAGE_PIXELS = N (Python)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: unreadable or truncated image ({e})") from None
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:

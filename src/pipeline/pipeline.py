@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -229,14 +229,32 @@ class Pipeline:
             out = fn(x) if stage.config.get("work_size") else tiled(fn, x, self.tile_size, self.tile_overlap)
         return stage, grays, out
 
-    def detect(self, gray: np.ndarray | list) -> np.ndarray | list:
+    def detect(self, gray: np.ndarray | list, damage: str | None = None) -> np.ndarray | list:
         """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large).
-        A list of same-size grays is run as one batch and gives a list of masks."""
+        A list of same-size grays is run as one batch and gives a list of masks. ``damage``
+        (``shape``, ``scratches``, ``auto``; None: the detector's ``kind``) says what damage to
+        look for: one constant-gray shape (competition inputs) or old-photo scratches, cracks,
+        spots and tears (re-detected at the detector's ``detail_size``)."""
         stage, grays, prob = self._batched("mask", "probabilities", gray)
         prob = prob[:, 0].float().cpu().numpy()
-        post = stage.processor  # numpy post-processing (stages.processors.MaskProcessor)
-        masks = [post(p > stage.config["threshold"], g) for p, g in zip(prob, grays)]
+        post = stage.processor if damage is None else replace(stage.processor, kind=damage)
+        thr = stage.config["threshold"]
+        masks = []
+        for p, g in zip(prob, grays):
+            m = p > thr
+            kind = post.kind_of(m, g)
+            if kind == "scratches" and stage.config.get("detail_size") != stage.config.get("work_size"):
+                m = self._detail(stage, g) > thr
+            masks.append(post(m, g, kind))
         return masks if isinstance(gray, list) else masks[0]
+
+    def _detail(self, stage: Stage, gray: np.ndarray) -> np.ndarray:
+        """(H,W) damage probability at the detector's ``detail_size`` (None: full size, tiled)."""
+        x = self._tensor(gray)
+        fn = stage.detail_probabilities
+        with torch.inference_mode(), autocast(self.device, self._precision("mask")):
+            out = fn(x) if stage.config.get("detail_size") else tiled(fn, x, self.tile_size, self.tile_overlap)
+        return out[0, 0].float().cpu().numpy()
 
     def fill(self, gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
@@ -292,16 +310,18 @@ class Pipeline:
             memo[key] = (stage, engines.fastest_precision(stage, engine, model))
         return memo[key][1]
 
-    def restore(self, img, mask=None, return_intermediates: bool = False):
+    def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None):
         """Restore one image.
 
         img: a path, PIL image or uint8 array of any size and mode (colour input is reduced to
         its gray first). mask: optional (path/PIL/array, nonzero = damaged, same size) — skips
-        detection. Returns a PIL RGB image of the input's size, or with
+        detection. damage: what the detector looks for (``shape``: one constant-gray shape, the
+        competition's; ``scratches``: old-photo scratches, cracks, spots, tears; ``auto``; None:
+        the detector's own setting). Returns a PIL RGB image of the input's size, or with
         ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``).
         """
         gray = to_gray(img)                                                        # 1. the input's gray
-        m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray)  # 2. the damage
+        m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray, damage)  # 2. the damage
         filled = self.fill(gray, m)                                                # 3. the gray, inpainted
         image = Image.fromarray(self.color(filled), "RGB")                         # 4. colour
         if not return_intermediates:
@@ -309,12 +329,12 @@ class Pipeline:
         return Restoration(image=image, mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
                            gray=Image.fromarray(filled, "L"))
 
-    def restore_many(self, grays: list, masks: list | None = None) -> list:
+    def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
-        (detect). Returns ``Restoration`` objects in order."""
+        (detect; ``damage`` as in ``restore``). Returns ``Restoration`` objects in order."""
         masks = masks or [None] * len(grays)
         todo = [i for i, m in enumerate(masks) if m is None]
-        found = self.detect([grays[i] for i in todo]) if todo else []
+        found = self.detect([grays[i] for i in todo], damage) if todo else []
         masks = list(masks)
         for i, m in zip(todo, found):
             masks[i] = m
@@ -323,6 +343,6 @@ class Pipeline:
         return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
                             gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
 
-    def __call__(self, img, mask=None, return_intermediates: bool = False):
-        return self.restore(img, mask=mask, return_intermediates=return_intermediates)
+    def __call__(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None):
+        return self.restore(img, mask=mask, return_intermediates=return_intermediates, damage=damage)
 

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default=None, help="torch | openvino | onnx | auto (default: the checkpoint's)")
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
+    ap.add_argument("--damage", choices=("auto", "shape", "scratches"), default=None,
+                    help="what to detect: shape (one constant-gray shape: competition inputs), scratches "
+                         "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -77,8 +80,9 @@ class _Album:
     releases the GIL, so encoding overlaps the next batch). A failed image or batch is reported
     on one line and counted; the others go on."""
 
-    def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar):
+    def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
+        self.damage = damage
         self.groups: dict[tuple, list] = defaultdict(list)
         self.saver = ThreadPoolExecutor(max_workers=1)
         self.saving: list = []
@@ -104,7 +108,7 @@ class _Album:
         if not items:
             return
         try:
-            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items])
+            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items], self.damage)
         except Exception as e:  # a failure of one batch must not lose the others
             for p, _, _ in items:
                 self.fail(f"{p}: restore failed ({type(e).__name__}: {e})")
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
-    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar)
+    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar, args.damage)
     album.failed = len(errors)
     for p in paths:  # read lazily, restored in batches of one size
         try:

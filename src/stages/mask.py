@@ -31,8 +31,10 @@ class MaskDetector(Stage):
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  bce_weight: float = 1.0, dice_weight: float = 1.0, threshold: float = 0.5,
                  keep_largest: bool = True, fill_holes: bool = True, work_size: int | None = None,
-                 refine: bool = True, refine_band: int = 6, max_fill: int = 100):
+                 refine: bool = True, refine_band: int = 6, max_fill: int = 100, kind: str = "shape",
+                 min_region: int = 0, detail_size: int | None = None):
         super().__init__()
+        MaskProcessor(kind=kind)  # validates the kind
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         self.multiple = 2 ** encoder_depth
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
@@ -64,18 +66,36 @@ class MaskDetector(Stage):
         return grow(torch.sigmoid(self(shrink(gray, self.config["work_size"])).float()), gray.shape[-2:])
 
     @torch.inference_mode()
+    def detail_probabilities(self, gray: torch.Tensor) -> torch.Tensor:
+        """The same at ``detail_size`` (None: full resolution), for thin scratches."""
+        return grow(torch.sigmoid(self(shrink(gray, self.config["detail_size"])).float()), gray.shape[-2:])
+
+    @property
+    def needs_detail(self) -> bool:
+        """Whether scratch-like damage gets a second pass at another size than ``work_size``."""
+        return self.config["kind"] != "shape" and self.config["detail_size"] != self.config["work_size"]
+
+    @torch.inference_mode()
     def predict(self, gray: torch.Tensor) -> torch.Tensor:
-        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) bool mask (post-processed)."""
-        masks = (self.probabilities(gray) > self.config["threshold"]).cpu().numpy()
+        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) bool mask (post-processed; scratch-like damage
+        re-detected at ``detail_size``)."""
+        thr, post = self.config["threshold"], self.processor
+        masks = (self.probabilities(gray) > thr).cpu().numpy()
         g8 = (gray.float().cpu().numpy() * 255).round().astype(np.uint8)
-        out = np.stack([self.postprocess(m[0], g[0])[None] for m, g in zip(masks, g8)])
-        return torch.from_numpy(out).to(gray.device)
+        out = []
+        for i, (m, g) in enumerate(zip(masks, g8)):
+            kind = post.kind_of(m[0], g[0])
+            if kind == "scratches" and self.needs_detail:
+                m = (self.detail_probabilities(gray[i:i + 1])[0] > thr).cpu().numpy()
+            out.append(post(m[0], g[0], kind)[None])
+        return torch.from_numpy(np.stack(out)).to(gray.device)
 
     @property
     def processor(self) -> "MaskProcessor":
         """The post-processing of a thresholded mask (from this stage's inference settings)."""
         c = self.config
-        return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"])
+        return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"],
+                             c["kind"], c["min_region"])
 
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: ``self.processor(mask, gray)``."""

@@ -15,24 +15,43 @@ import torch
 
 from .regions import fill_holes, label4
 
+KINDS = ("shape", "scratches", "auto")
+
 
 @dataclass(frozen=True)
 class MaskProcessor:
-    """(H,W) bool mask (+ (H,W) uint8 gray) -> (H,W) bool.
+    """(H,W) bool mask (+ (H,W) uint8 gray) -> (H,W) bool, by the kind of damage.
 
-    ``refine`` snaps the mask to the constant fill (when most predicted pixels share one gray in
-    [0, ``max_fill``], the mask becomes the connected regions of that gray touching the
-    prediction; a region leaking far beyond it is clipped to ``refine_band`` px),
-    ``keep_largest`` keeps one component (competition images carry exactly one shape) and
-    ``fill_holes`` fills it.
+    ``shape`` (a competition input: one shape of one constant gray): ``refine`` snaps the mask to
+    the constant fill (when most predicted pixels share one gray in [0, ``max_fill``], the mask
+    becomes the connected regions of that gray touching the prediction; a region leaking far
+    beyond it is clipped to ``refine_band`` px), ``keep_largest`` keeps one component and
+    ``fill_holes`` fills it. ``scratches`` (an old photo: scratches, cracks, spots, tears):
+    regions smaller than ``min_region`` px are dropped and the rest grown by 1 px (their soft
+    edges). ``auto``: ``shape`` when the prediction covers a constant fill, else ``scratches``.
     """
     refine: bool = True
     refine_band: int = 6
     max_fill: int = 100
     keep_largest: bool = True
     fill_holes: bool = True
+    kind: str = "shape"
+    min_region: int = 0
 
-    def __call__(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    def kind_of(self, mask: np.ndarray, gray: np.ndarray | None) -> str:
+        """``shape`` or ``scratches``: what this mask of this gray is treated as."""
+        if self.kind != "auto":
+            return self.kind
+        return "shape" if gray is not None and mask.any() and self.constant_fill(mask, gray) is not None \
+            else "scratches"
+
+    def __call__(self, mask: np.ndarray, gray: np.ndarray | None = None, kind: str | None = None) -> np.ndarray:
+        if (kind or self.kind_of(mask, gray)) == "scratches":
+            return self._scratches(mask)
         if self.refine and gray is not None and mask.any():
             mask = self.snap(mask, gray)  # before keep_largest: a fragmented prediction still
         if self.keep_largest and mask.any():  # names the whole fill region
@@ -41,12 +60,28 @@ class MaskProcessor:
             mask = fill_holes(mask)
         return mask
 
+    def _scratches(self, mask: np.ndarray) -> np.ndarray:
+        if not mask.any():
+            return mask
+        if self.min_region > 1:
+            lab, n = label4(mask)
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            keep = size >= self.min_region
+            keep[0] = False
+            mask = keep[lab]
+        return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) if mask.any() else mask
+
+    def constant_fill(self, mask: np.ndarray, gray: np.ndarray) -> int | None:
+        """The gray most predicted pixels share, if it is a fill in [0, ``max_fill``] covering
+        at least 60 % of them; else None."""
+        counts = np.bincount(gray[mask], minlength=256)
+        v = int(counts.argmax())
+        return None if v > self.max_fill or counts[v] < 0.6 * mask.sum() else v
+
     def snap(self, mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
         """Snap a predicted mask to the constant fill it covers (see the class docstring)."""
-        vals = gray[mask]
-        counts = np.bincount(vals, minlength=256)
-        v = int(counts.argmax())
-        if v > self.max_fill or counts[v] < 0.6 * len(vals):
+        v = self.constant_fill(mask, gray)
+        if v is None:
             return mask  # not a constant fill (textured damage): keep the network's mask
         # Components of the fill value touching the prediction are taken whole when most of
         # them lies near it or they are not much larger than it (the network under-segmented),

@@ -1,0 +1,182 @@
+"""A local web page for restoring your own photos, and a plain HTTP API beside it.
+
+    python -m pipeline.app [--checkpoint demo] [--port 7860] [--host 127.0.0.1]
+
+Open the printed URL: drop photos, see the detected damage as a red overlay, paint or erase it
+with the brush (or clear it to restore colour only), choose the colour strength, Restore, compare
+before/after, download the PNG (several photos: a zip). Everything runs on this machine: the page
+and its script are served from the package (no CDN, no analytics, no API docs page), and the
+server binds to 127.0.0.1 unless ``--host`` says otherwise.
+
+Built on FastAPI (not Gradio): a small dependency, one static page whose every element is ours
+to test in a browser, and the API is the same routes the page uses:
+
+- ``POST /api/restore``: multipart ``image`` (any format/size the library reads), optional
+  ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
+  (``auto``, ``shape``, ``scratches``) -> the restored PNG. ``/api/restore/full`` returns JSON
+  with the image, the inpainted gray and the mask as PNG data URLs; ``/api/detect`` the mask PNG.
+- A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
+  one restore at a time (a lock), so two at once never mix their results or settings.
+"""
+import argparse
+import base64
+import io
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from PIL import Image
+
+from .io import ImageError, open_bytes, to_gray, to_mask
+
+PAGE = Path(__file__).parent / "assets" / "app" / "index.html"
+DAMAGE_KINDS = ("auto", "shape", "scratches")
+MAX_UPLOAD_MB = 50
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _data_url(img: Image.Image) -> str:
+    return "data:image/png;base64," + base64.b64encode(_png(img)).decode()
+
+
+class Restorer:
+    """The pipeline behind the app: uploads in, restorations out, one request at a time."""
+
+    def __init__(self, pipe, max_upload_mb: float = MAX_UPLOAD_MB):
+        self.pipe, self.max_bytes = pipe, int(max_upload_mb * 2 ** 20)
+        self.lock = threading.Lock()
+
+    def read(self, data: bytes, name: str) -> np.ndarray:
+        """Upload bytes -> (H,W) uint8 gray; ``ImageError`` (one line) when unusable."""
+        if not data:
+            raise ImageError(f"{name}: empty upload")
+        if len(data) > self.max_bytes:
+            raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
+                             f"{self.max_bytes / 2 ** 20:.0f} MB limit")
+        return to_gray(open_bytes(data, name))
+
+    def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
+                damage: Optional[str] = None):
+        """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request."""
+        gray = self.read(image, "image")
+        m = to_mask(self.read(mask, "mask"), gray.shape, name="mask upload") if mask else None
+        if damage is not None and damage not in DAMAGE_KINDS:
+            raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
+        if saturation is not None and not 0 <= saturation <= 2:
+            raise ValueError(f"saturation: must be within 0..2, got {saturation}")
+        with self.lock:  # the saturation is the colorizer's setting: set and restore it inside
+            col = self.pipe.colorize
+            old = col.config["saturation"]
+            try:
+                if saturation is not None:
+                    col.config["saturation"] = float(saturation)
+                return self.pipe.restore(gray, mask=m, return_intermediates=True, damage=damage)
+            finally:
+                col.config["saturation"] = old
+
+    def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
+        gray = self.read(image, "image")
+        if damage is not None and damage not in DAMAGE_KINDS:
+            raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
+        with self.lock:
+            m = self.pipe.detect(gray, damage)
+        return Image.fromarray(m.astype(np.uint8) * 255, "L")
+
+
+def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB):
+    """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``)."""
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    if pipe is None:
+        from .pipeline import Pipeline
+        pipe = Pipeline.load(checkpoint)
+    r = Restorer(pipe, max_upload_mb)
+    app = FastAPI(title="restore-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > r.max_bytes * 2 + 2 ** 20:
+            return JSONResponse({"detail": f"request of {int(length) / 2 ** 20:.1f} MB is over the limit"}, 413)
+        return await call_next(request)
+
+    def run(fn, *args):
+        try:
+            return fn(*args)
+        except (ImageError, ValueError) as e:
+            code = 413 if "over the" in str(e) else 400
+            raise HTTPException(code, str(e).splitlines()[0]) from None
+
+    def body(f: Optional[UploadFile]) -> Optional[bytes]:
+        return f.file.read() if f is not None else None
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return PAGE.read_text()
+
+    @app.get("/api/info")
+    def info():
+        return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
+                "damage": pipe.mask.config.get("kind", "shape"), "damage_kinds": list(DAMAGE_KINDS),
+                "max_upload_mb": max_upload_mb}
+
+    @app.post("/api/restore")
+    def restore(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
+                saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None)):
+        res = run(r.restore, body(image), body(mask), saturation, damage)
+        return Response(_png(res.image), media_type="image/png")
+
+    @app.post("/api/restore/full")
+    def restore_full(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
+                     saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None)):
+        res = run(r.restore, body(image), body(mask), saturation, damage)
+        return {"image": _data_url(res.image), "gray": _data_url(res.gray), "mask": _data_url(res.mask),
+                "damaged_fraction": float(np.asarray(res.mask).mean() / 255)}
+
+    @app.post("/api/detect")
+    def detect(image: UploadFile = File(...), damage: Optional[str] = Form(None)):
+        return Response(_png(run(r.detect, body(image), damage)), media_type="image/png")
+
+    return app
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m pipeline.app``: serve the page until Ctrl-C."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.app", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB)
+    ap.add_argument("--max-pixels", type=int, default=None,
+                    help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
+    args = ap.parse_args(argv)
+    try:
+        import uvicorn
+    except ImportError:
+        print('error: the app needs its extra: pip install "restore-pipeline[app]"', file=sys.stderr)
+        return 2
+    if args.max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
+    from stages import CheckpointError
+    try:
+        app = create_app(checkpoint=args.checkpoint, max_upload_mb=args.max_upload_mb)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: other machines can reach this page", file=sys.stderr)
+    print(f"restore-pipeline app on http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The web app: its HTTP API (FastAPI TestClient, tiny networks) and, where a browser exists, the
+page itself in a real headless Chromium (Playwright driving the system's browser)."""
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.color import pil_gray
+from pipeline.damage import apply_damage, random_damage
+from tests.conftest import colourful
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _damaged(seed=0, h=64, w=80):
+    return apply_damage(pil_gray(colourful(h, w, seed)), random_damage(h, w, np.random.default_rng(seed)))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_pipeline):
+    from fastapi.testclient import TestClient
+
+    from pipeline.app import create_app
+    return TestClient(create_app(tiny_pipeline, max_upload_mb=1))
+
+
+def test_page_is_served_and_needs_nothing_from_outside(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "<canvas id=\"overlay\"" in r.text
+    assert "http://" not in r.text and "https://" not in r.text  # no CDN, fonts or analytics
+    assert client.get("/docs").status_code == 404  # FastAPI's docs page would load a CDN script
+
+
+def test_restore_returns_a_png_that_keeps_the_gray_outside_the_mask(client):
+    gray = _damaged()
+    mask = np.zeros_like(gray)
+    mask[10:30, 20:50] = 255
+    r = client.post("/api/restore", files={"image": ("a.png", _png(gray)), "mask": ("m.png", _png(mask))})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(r.content))
+    assert out.mode == "RGB" and out.size == (80, 64)
+    lum = np.asarray(out.convert("L"), np.int16)
+    assert np.abs(lum - gray)[mask == 0].max() <= 1
+
+
+def test_full_restore_and_detect_give_the_mask_and_the_inpainted_gray(client):
+    gray = _damaged(1)
+    r = client.post("/api/restore/full", files={"image": ("b.jpg", _png(gray))}, data={"damage": "shape"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["image"].startswith("data:image/png;base64,") and 0 <= body["damaged_fraction"] <= 1
+    d = client.post("/api/detect", files={"image": ("b.png", _png(gray))})
+    assert d.status_code == 200 and Image.open(io.BytesIO(d.content)).size == (80, 64)
+
+
+@pytest.mark.parametrize("files,data,code,msg", [
+    ({"image": ("x.png", b"not an image")}, {}, 400, "image: not an image file"),
+    ({"image": ("x.png", b"")}, {}, 400, "image: empty upload"),
+    ({"image": ("x.png", _png(np.zeros((64, 80), np.uint8))), "mask": ("m.png", _png(np.zeros((8, 8), np.uint8)))},
+     {}, 400, "mask upload: mask is 8x8, the image is 80x64"),
+    ({"image": ("x.png", _png(np.zeros((64, 80), np.uint8)))}, {"saturation": "5"}, 400, "saturation"),
+    ({"image": ("x.png", _png(np.zeros((64, 80), np.uint8)))}, {"damage": "fire"}, 400, "damage: must be one of"),
+    ({"image": ("x.png", np.random.default_rng(0).integers(0, 255, 1_200_000, dtype=np.uint8).tobytes())},
+     {}, 413, "over the 1 MB limit"),
+])
+def test_a_bad_upload_is_one_4xx_line_and_the_server_goes_on(client, files, data, code, msg):
+    r = client.post("/api/restore", files=files, data=data)
+    assert r.status_code == code and msg in r.json()["detail"] and "\n" not in r.json()["detail"]
+    assert client.post("/api/restore", files={"image": ("ok.png", _png(_damaged()))}).status_code == 200
+
+
+def test_a_decompression_bomb_is_refused(client, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    r = client.post("/api/restore", files={"image": ("big.png", _png(np.zeros((100, 100), np.uint8)))})
+    assert r.status_code == 400 and "too large" in r.json()["detail"]
+
+
+def test_two_requests_at_once_do_not_mix(client):
+    images = [_damaged(s) for s in (3, 4)]
+    want = [client.post("/api/restore", files={"image": ("i.png", _png(g))}, data={"saturation": str(s)}).content
+            for g, s in zip(images, (0.2, 1.2))]
+    got = [None, None]
+
+    def run(i, s):
+        got[i] = client.post("/api/restore", files={"image": ("i.png", _png(images[i]))}, data={"saturation": str(s)}).content
+    for _ in range(2):
+        threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate((0.2, 1.2))]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert got == want
+
+
+# --------------------------------------------------------------------------- a real browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_pipeline):
+    """``python -m pipeline.app`` as users start it, on a free port, with a tiny pipeline."""
+    root = tmp_path_factory.mktemp("app")
+    tiny_pipeline.save(root / "pipe")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--checkpoint", str(root / "pipe"), "--port", str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = p.stdout.readline()
+    assert f"http://127.0.0.1:{port}/" in line, line
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/", root
+    p.terminate()
+    p.wait(timeout=20)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
+def test_the_page_in_a_real_browser(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server
+    gray = _damaged(5, 96, 128)
+    src = tmp_path / "old photo.png"
+    Image.fromarray(gray).save(src)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
+        page.goto(url)
+        page.set_input_files("#file", str(src))
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.8 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.85 * box["height"], steps=8)
+        page.mouse.up()
+        page.click("#restore")
+        page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+        with page.expect_download() as dl:
+            page.click("#download")
+        result = Image.open(dl.value.path())
+        with page.expect_download() as dl_mask:
+            page.click("#download-mask")
+        mask = np.asarray(Image.open(dl_mask.value.path()).convert("L")) > 0
+        browser.close()
+    assert result.mode == "RGB" and result.size == (128, 96)
+    painted = mask[int(0.8 * 96) - 2: int(0.85 * 96) + 3, int(0.1 * 128): int(0.45 * 128)]
+    assert painted.mean() > 0.3  # the brush stroke is in the mask the server used
+    lum = np.asarray(result.convert("L"), np.int16)
+    assert np.abs(lum - gray)[~mask].max() <= 1  # gray unchanged outside the mask
+    assert not outside, outside
