@@ -82,3 +82,35 @@ def test_label4_and_within_match_scipy():
             dist = ndimage.distance_transform_edt(~small)
             for r, got in zip((3.0, 6.5, 17.3), _within(small, 3.0, 6.5, 17.3)):
                 assert np.array_equal(got, dist <= r), (k, r)
+
+
+def test_old_photo_damage_is_seeded_soft_and_marks_only_visible_changes():
+    from pipeline.damage import REAL_KINDS, add_grain, apply_real_damage, real_damage
+    gray = np.full((96, 128), 128, np.uint8)
+    a = real_damage(96, 128, np.random.default_rng(3))
+    b = real_damage(96, 128, np.random.default_rng(3))
+    assert np.array_equal(a.alpha, b.alpha) and a.kinds == b.kinds and set(a.kinds) <= set(REAL_KINDS)
+    assert 0 <= a.alpha.min() and a.alpha.max() <= 1 and ((a.alpha > 0) & (a.alpha < 0.5)).any()  # soft edges
+    out, mask = apply_real_damage(gray, a, np.random.default_rng(4))
+    assert mask.any() and np.all(np.abs(out.astype(int) - 128)[mask] >= 12)
+    assert np.array_equal(out[a.alpha == 0], gray[a.alpha == 0])  # untouched where nothing was drawn
+    for kind in ("scratch", "crack"):  # thin: a scratch covers little of the image but is long
+        d = real_damage(256, 256, np.random.default_rng(5), kinds=(kind,))
+        m = d.alpha > 0.5
+        assert 0 < m.mean() < 0.08 and np.ptp(np.nonzero(m.any(0))[0]) + np.ptp(np.nonzero(m.any(1))[0]) > 40
+    grainy = add_grain(gray, np.random.default_rng(0), 4.0)
+    assert 1 < grainy.astype(float).std() < 12 and abs(grainy.mean() - 128) < 1
+
+
+def test_photo_pairs_draw_old_photo_damage_and_undamaged_negatives():
+    from pipeline.data import PhotoPairs
+    from pipeline.io import list_images
+    from pipeline.data import SAMPLES_DIR
+    files = list_images(SAMPLES_DIR)[:2]
+    real = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0})
+    clean = PhotoPairs(files, 64, True, 0, {"clean_prob": 1.0, "grain_prob": 1.0})
+    it = real[(0, 7)]
+    changed = (it["gray"] - it["target_gray"]).abs() * 255 >= 11.5
+    assert it["mask"].sum() > 0 and bool(changed[it["mask"] > 0].all())  # marked pixels changed visibly
+    neg = clean[(1, 7)]
+    assert neg["mask"].sum() == 0 and bool((neg["gray"] == neg["target_gray"]).all())

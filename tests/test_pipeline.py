@@ -129,3 +129,50 @@ def test_shipped_name_that_does_not_exist():
     from stages import CheckpointError
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         Pipeline.load("no-such-checkpoint-name")
+
+
+def _scratch_pipe():
+    from pipeline import Pipeline
+    from stages import MaskDetector
+    from tests.conftest import tiny
+    return Pipeline(mask=tiny(MaskDetector), scratch=tiny(MaskDetector, kind="scratches", min_region=5))
+
+
+def test_the_scratch_slot_saves_loads_and_takes_only_a_detector(tmp_path):
+    from pipeline import Pipeline
+    from stages import Inpainter
+    from tests.conftest import tiny
+    pipe = _scratch_pipe()
+    pipe.save(tmp_path / "p")
+    loaded = Pipeline.load(tmp_path / "p")
+    assert loaded.scratch.config["kind"] == "scratches" and loaded.scratch.config["min_region"] == 5
+    with pytest.raises(TypeError, match="scratch must be a 'mask' stage"):
+        loaded.scratch = tiny(Inpainter)
+
+
+def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_detector(monkeypatch):
+    import torch
+    pipe = _scratch_pipe()
+    gray = np.full((64, 64), 150, np.uint8)
+    gray[10:30, 10:30] = 40                      # a constant fill
+    line = np.zeros((64, 64), np.float32)
+    line[50, 5:60] = 1                           # a scratch
+    line[5, 60] = 1                              # a speck under min_region
+    shape_prob = torch.from_numpy((gray == 40).astype(np.float32))[None, None]
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: shape_prob.expand(len(x), -1, -1, -1))
+    calls = []
+
+    def detail(self, x):
+        calls.append(self is pipe.scratch)
+        return torch.from_numpy(line)[None, None]
+    monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", detail)
+    shape = pipe.detect(gray)                     # auto (a scratch detector is there)
+    assert np.array_equal(shape, gray == 40) and not calls
+    scratches = pipe.detect(gray, damage="scratches")
+    assert calls == [True] and scratches[49:52, 10].all() and not scratches[5, 60] and not scratches[20, 20]
+    assert pipe.detect(gray, damage="shape").sum() == (gray == 40).sum()
+    shape_prob.zero_()
+    shape_prob[..., 40:44, 40:44] = 1             # a prediction over textured gray: not a fill
+    calls.clear()
+    assert np.array_equal(pipe.detect(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)),
+                          scratches) and calls == [True]

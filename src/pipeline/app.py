@@ -125,7 +125,7 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     @app.get("/api/info")
     def info():
         return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
-                "damage": pipe.mask.config.get("kind", "shape"), "damage_kinds": list(DAMAGE_KINDS),
+                "damage": "auto" if pipe.scratch is not None else pipe.mask.config.get("kind", "shape"), "damage_kinds": list(DAMAGE_KINDS),
                 "max_upload_mb": max_upload_mb}
 
     @app.post("/api/restore")

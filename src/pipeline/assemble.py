@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .pipeline import SLOT_STAGE, SLOTS
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.assemble``; returns the exit status (0 ok, 2 an unusable stage checkpoint)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.assemble", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", help="start from this Pipeline folder or shipped name")
-    for slot in ("mask", "inpaint", "colorize"):
-        ap.add_argument(f"--{slot}", help=f"{slot} stage folder (written by python -m pipeline.train)")
+    for slot in SLOTS:
+        ap.add_argument(f"--{slot}", help=f"{slot} stage folder (written by python -m pipeline.train)"
+                        + (": the optional old-photo damage detector" if slot == "scratch" else ""))
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
     ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")
@@ -36,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import Pipeline
     try:
         pipe = Pipeline.load(args.base) if args.base else Pipeline()
-        for slot in ("mask", "inpaint", "colorize"):
+        for slot in SLOTS:
             path = getattr(args, slot)
             if path:
                 stage = Stage.load(path)
-                if not isinstance(stage, STAGES[slot]):
-                    raise CheckpointError(f"{path}: holds a {type(stage).__name__}, not a {STAGES[slot].__name__}")
+                want = STAGES[SLOT_STAGE[slot]]
+                if not isinstance(stage, want):
+                    raise CheckpointError(f"{path}: holds a {type(stage).__name__}, not a {want.__name__}")
                 setattr(pipe, slot, stage)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

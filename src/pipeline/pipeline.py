@@ -21,7 +21,8 @@ from .io import to_gray, to_mask
 from .tiling import tiled
 
 FORMAT = "restore-pipeline/1"
-SLOTS = ("mask", "inpaint", "colorize")
+SLOTS = ("mask", "inpaint", "colorize", "scratch")
+SLOT_STAGE = {"mask": "mask", "scratch": "mask", "inpaint": "inpaint", "colorize": "colorize"}  # slot -> stage kind
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 
@@ -58,6 +59,8 @@ def _installed(backend: str) -> bool:  # asked on every stage call by backend="a
 
 class Pipeline:
     """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
+    An optional second detector, ``scratch``, finds old-photo damage (scratches, cracks, spots,
+    tears) where the ``mask`` detector finds no competition shape (see ``detect``).
 
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
     it; or a mapping per slot, e.g. ``{"mask": "fp32", "inpaint": "auto", "colorize": "fp32"}``,
@@ -71,14 +74,14 @@ class Pipeline:
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
                  colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
-                 tile_overlap: int = 128, context: int = 64, backend: str = "torch"):
+                 tile_overlap: int = 128, context: int = 64, backend: str = "torch", scratch: Stage | None = None):
         if backend not in ("torch", "onnx", "openvino", "auto"):
             raise ValueError(f"backend must be 'torch', 'openvino', 'onnx' or 'auto', got {backend!r}")
         if backend in BACKENDS and not _installed(backend):
             raise RuntimeError(f"backend={backend!r} needs {' and '.join(BACKENDS[backend])}: "
                                f"pip install {' '.join(BACKENDS[backend])}")
         self._stages: dict[str, Stage | None] = {}
-        self.mask, self.inpaint, self.colorize = mask, inpaint, colorize
+        self.mask, self.inpaint, self.colorize, self.scratch = mask, inpaint, colorize, scratch
         self.precision = precision
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
@@ -96,6 +99,8 @@ class Pipeline:
         if name in SLOTS:
             if value is not None and not isinstance(value, Stage):
                 raise TypeError(f"Pipeline.{name} must be a Stage, got {type(value).__name__}")
+            if value is not None and value.name != SLOT_STAGE[name]:
+                raise TypeError(f"Pipeline.{name} must be a {SLOT_STAGE[name]!r} stage, got a {value.name!r} stage")
             if value is not None:
                 value.eval()
                 if "device" in self.__dict__:
@@ -230,29 +235,44 @@ class Pipeline:
         return stage, grays, out
 
     def detect(self, gray: np.ndarray | list, damage: str | None = None) -> np.ndarray | list:
-        """(H,W) uint8 damaged gray -> (H,W) bool mask, via the mask stage (tiled if large).
-        A list of same-size grays is run as one batch and gives a list of masks. ``damage``
-        (``shape``, ``scratches``, ``auto``; None: the detector's ``kind``) says what damage to
-        look for: one constant-gray shape (competition inputs) or old-photo scratches, cracks,
-        spots and tears (re-detected at the detector's ``detail_size``)."""
+        """(H,W) uint8 damaged gray -> (H,W) bool mask (a list of same-size grays: one batch,
+        a list of masks). ``damage`` says what to look for:
+
+        - ``shape``: one constant-gray shape (competition inputs): the ``mask`` detector at its
+          ``work_size``, snapped to the fill, one region, holes filled;
+        - ``scratches``: old-photo scratches, cracks, spots and tears: the ``scratch`` detector
+          (else the ``mask`` detector) at full size (its ``detail_size``), small regions dropped;
+        - ``auto``: ``shape`` where the ``mask`` detector's prediction covers a constant fill,
+          else ``scratches`` (an undamaged photo: nothing);
+        - None: ``auto`` when the pipeline has a ``scratch`` detector, else the ``mask``
+          detector's own ``kind``.
+        """
         stage, grays, prob = self._batched("mask", "probabilities", gray)
         prob = prob[:, 0].float().cpu().numpy()
-        post = stage.processor if damage is None else replace(stage.processor, kind=damage)
-        thr = stage.config["threshold"]
+        if damage is None:
+            damage = "auto" if self.scratch is not None else stage.config.get("kind", "shape")
+        post = replace(stage.processor, kind=damage)
         masks = []
         for p, g in zip(prob, grays):
-            m = p > thr
+            m = p > stage.config["threshold"]
             kind = post.kind_of(m, g)
-            if kind == "scratches" and stage.config.get("detail_size") != stage.config.get("work_size"):
-                m = self._detail(stage, g) > thr
-            masks.append(post(m, g, kind))
+            masks.append(post(m, g, kind) if kind == "shape" else self._scratches(g))
         return masks if isinstance(gray, list) else masks[0]
 
-    def _detail(self, stage: Stage, gray: np.ndarray) -> np.ndarray:
+    def _scratches(self, gray: np.ndarray) -> np.ndarray:
+        """(H,W) bool old-photo damage: the ``scratch`` detector (else the ``mask`` one) at its
+        ``detail_size``, post-processed as scratches."""
+        stage = self.scratch if self.scratch is not None else self.mask
+        slot = "scratch" if self.scratch is not None else "mask"
+        m = self._detail(stage, slot, gray) > stage.config["threshold"]
+        return replace(stage.processor, kind="scratches")(m, gray, "scratches")
+
+    def _detail(self, stage: Stage, slot: str, gray: np.ndarray) -> np.ndarray:
         """(H,W) damage probability at the detector's ``detail_size`` (None: full size, tiled)."""
+        self._need(slot)
         x = self._tensor(gray)
         fn = stage.detail_probabilities
-        with torch.inference_mode(), autocast(self.device, self._precision("mask")):
+        with torch.inference_mode(), autocast(self.device, self._precision(slot)):
             out = fn(x) if stage.config.get("detail_size") else tiled(fn, x, self.tile_size, self.tile_overlap)
         return out[0, 0].float().cpu().numpy()
 

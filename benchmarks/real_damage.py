@@ -1,0 +1,125 @@
+"""Issue 18's numbers for a detector: does it leave undamaged photos alone, does it find old-photo
+damage, and does it still find the competition's shapes?
+
+    python benchmarks/real_damage.py [--checkpoint demo] [--damage auto|shape|scratches] [--max-images N]
+
+On the dev photos (Kodak24 + McMaster, 512-px views, never trained on) and the held-out 3 % of the
+training photos (``--seed 14``, as tune_inference.py):
+- false positives: undamaged photos (and the same with film grain, sigma 3) whose restored gray
+  differs from the input anywhere (target: at most 1 in 50);
+- old-photo damage (``pipeline.damage.real_damage``, seeded): mean IoU of the detected mask per
+  kind mix, and the share of damaged pixels found (recall);
+- competition shapes (the dev benchmark's own damaged views): mean and minimum IoU;
+- the inpainter on those thin masks (true mask): hole PSNR against OpenCV Telea.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import pipeline  # noqa: F401  (first: sets the OpenMP spin count)
+from pipeline import Pipeline
+from pipeline.color import pil_gray
+from pipeline.damage import add_grain, apply_real_damage, real_damage
+from pipeline.metrics import mask_iou_f1, psnr
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAIN_ROOTS = ("bsds500", "imagenet_sample", "camvid", "imagen", "osie", "road_imagenet", "scenes")
+
+
+def photo_sets(shared: Path, max_images: int | None) -> dict:
+    """{name: [(rgb (H,W,3) uint8, competition-damaged gray, its mask)]}: the dev photos and the
+    held-out training photos at 512 px, damaged exactly as the dev benchmark damages them."""
+    from pipeline.data import PhotoData
+    sets = {}
+    dev = [shared / "photos" / "kodak24", shared / "photos" / "mcmaster"]
+    if all(d.is_dir() for d in dev):
+        sets["dev (kodak24+mcmaster)"] = PhotoData(dev, 512, 1.0, 0).val
+    roots = [shared / "photos" / r for r in TRAIN_ROOTS]
+    if all(r.is_dir() for r in roots):
+        sets["held-out training photos"] = PhotoData(roots, 512, 0.03, 14, group_pattern="^CamVid_[a-z]+_([^_]+)_").val
+    out = {}
+    for name, ds in sets.items():
+        n = len(ds) if not max_images else min(len(ds), max_images)
+        u8 = lambda t: (t.numpy() * 255).round().astype(np.uint8)  # noqa: E731
+        out[name] = [(u8(it["rgb"].permute(1, 2, 0)), u8(it["gray"][0]), it["mask"][0].numpy() > 0.5)
+                     for it in (ds[i] for i in range(n))]
+    return out
+
+
+def evaluate(pipe, photos: list, damage: str | None) -> dict:
+    """The three measurements on one set of photos."""
+    res = {"n": len(photos)}
+    changed = changed_grain = 0
+    real_iou, real_recall, comp_iou, psnr_net, psnr_telea = [], [], [], [], []
+    for i, (rgb, comp_gray, comp_mask) in enumerate(photos):
+        gray = pil_gray(rgb)
+        changed += bool(pipe.detect(gray, damage).any())
+        grainy = add_grain(gray, np.random.default_rng((18, i)), 3.0)
+        changed_grain += bool(pipe.detect(grainy, damage).any())
+        rng = np.random.default_rng((18, i, 1))
+        damaged, truth = apply_real_damage(grainy, real_damage(*gray.shape, rng), rng)
+        found = pipe.detect(damaged, damage)
+        if truth.any():
+            real_iou.append(mask_iou_f1(truth, found)[0])
+            real_recall.append(float((found & truth).sum() / truth.sum()))
+            filled = pipe.fill(damaged, truth)  # the inpainter on thin masks (true mask)
+            telea = cv2.inpaint(damaged, truth.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+            psnr_net.append(psnr(grainy[truth], filled[truth]))
+            psnr_telea.append(psnr(grainy[truth], telea[truth]))
+        comp_iou.append(mask_iou_f1(comp_mask, pipe.detect(comp_gray, damage))[0])
+    res.update(changed=changed, changed_grain=changed_grain, real_iou=float(np.mean(real_iou)),
+               real_recall=float(np.mean(real_recall)), comp_iou=float(np.mean(comp_iou)),
+               psnr=float(np.mean(psnr_net)), psnr_telea=float(np.mean(psnr_telea)),
+               comp_min=float(np.min(comp_iou)))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="demo")
+    ap.add_argument("--damage", default=None, help="auto | shape | scratches (default: the detector's kind)")
+    ap.add_argument("--shared", default=str(SHARED))
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--grid", help="also write a figure: damaged | detected | restored | original, 5 dev photos")
+    args = ap.parse_args()
+    pipe = Pipeline.load(args.checkpoint)
+    print(f"{args.checkpoint}: detector kind {pipe.mask.config.get('kind', 'shape')}, damage={args.damage}")
+    print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "
+          "| hole PSNR on old-photo damage, true mask: inpainter / Telea | s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, photos in photo_sets(Path(args.shared), args.max_images).items():
+        t = time.time()
+        r = evaluate(pipe, photos, args.damage)
+        print(f"| {name} | {r['n']} | {r['changed']} ({100 * r['changed'] / r['n']:.1f} %) | {r['changed_grain']} "
+              f"({100 * r['changed_grain'] / r['n']:.1f} %) | {r['real_iou']:.3f} | {r['real_recall']:.3f} | "
+              f"{r['comp_iou']:.4f} ({r['comp_min']:.3f}) | {r['psnr']:.2f} / {r['psnr_telea']:.2f} dB "
+              f"| {time.time() - t:.0f} |", flush=True)
+        if args.grid and name.startswith("dev"):
+            grid(pipe, photos, args.damage, args.grid)
+
+
+def grid(pipe, photos: list, damage: str | None, path: str, picks=(3, 14, 22, 30, 37)) -> None:
+    """Rows of damaged (old-photo style, with grain; the last row undamaged) | detected mask |
+    restored | original, each 256 px high."""
+    from PIL import Image
+    rows = []
+    for k, i in enumerate(picks):
+        rgb = photos[i % len(photos)][0]
+        gray = add_grain(pil_gray(rgb), np.random.default_rng((18, i)), 3.0)
+        if k < len(picks) - 1:
+            rng = np.random.default_rng((18, i, 1))
+            gray, _ = apply_real_damage(gray, real_damage(*gray.shape, rng), rng)
+        r = pipe.restore(gray, return_intermediates=True, damage=damage)
+        cells = [Image.fromarray(gray).convert("RGB"), r.mask.convert("RGB"), r.image, Image.fromarray(rgb)]
+        rows.append(np.concatenate([np.asarray(c.resize((256, 256))) for c in cells], 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path, quality=88)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
