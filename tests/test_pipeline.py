@@ -176,3 +176,18 @@ def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_de
     calls.clear()
     assert np.array_equal(pipe.detect(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)),
                           scratches) and calls == [True]
+
+
+def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(monkeypatch):
+    import torch
+    pipe = _scratch_pipe()
+    gray = np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)
+    line = np.zeros((64, 64), np.float32)
+    line[50, 5:60] = 1
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
+    monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(line)[None, None])
+    pipe.scratch.set("min_damage", 0.2)          # the line covers ~4 % of the image once grown
+    assert not pipe.detect(gray).any()           # auto: too little to call the photo damaged
+    assert pipe.detect(gray, damage="scratches")[50, 10]  # asked for scratches: the line
+    pipe.scratch.set("min_damage", 0.01)
+    assert pipe.detect(gray)[50, 10]

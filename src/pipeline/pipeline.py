@@ -256,16 +256,21 @@ class Pipeline:
         for p, g in zip(prob, grays):
             m = p > stage.config["threshold"]
             kind = post.kind_of(m, g)
-            masks.append(post(m, g, kind) if kind == "shape" else self._scratches(g))
+            masks.append(post(m, g, kind) if kind == "shape" else self._scratches(g, gate=damage == "auto"))
         return masks if isinstance(gray, list) else masks[0]
 
-    def _scratches(self, gray: np.ndarray) -> np.ndarray:
+    def _scratches(self, gray: np.ndarray, gate: bool = False) -> np.ndarray:
         """(H,W) bool old-photo damage: the ``scratch`` detector (else the ``mask`` one) at its
-        ``detail_size``, post-processed as scratches."""
+        ``detail_size``, post-processed as scratches; ``gate``: nothing unless it covers at least
+        the detector's ``min_damage`` share of the image (what ``auto`` asks before it touches a
+        photo that may be undamaged)."""
         stage = self.scratch if self.scratch is not None else self.mask
         slot = "scratch" if self.scratch is not None else "mask"
         m = self._detail(stage, slot, gray) > stage.config["threshold"]
-        return replace(stage.processor, kind="scratches")(m, gray, "scratches")
+        m = replace(stage.processor, kind="scratches")(m, gray, "scratches")
+        if gate and m.mean() < stage.config.get("min_damage", 0.0):
+            return np.zeros_like(m)
+        return m
 
     def _detail(self, stage: Stage, slot: str, gray: np.ndarray) -> np.ndarray:
         """(H,W) damage probability at the detector's ``detail_size`` (None: full size, tiled)."""

@@ -21,7 +21,9 @@ class MaskDetector(Stage):
     smooth shape), upsamples the probability, thresholds it and post-processes it at full
     resolution with ``processor`` (``stages.processors.MaskProcessor``: ``refine`` snaps the mask
     to a constant fill in [0, ``max_fill``], ``keep_largest`` keeps one component,
-    ``fill_holes`` fills it).
+    ``fill_holes`` fills it). As the pipeline's ``scratch`` detector (``kind`` scratches),
+    ``min_damage`` is the least share of the image its findings must cover for ``damage="auto"``
+    to call a photo damaged at all (the first rule: leave undamaged photos alone).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
@@ -32,7 +34,7 @@ class MaskDetector(Stage):
                  bce_weight: float = 1.0, dice_weight: float = 1.0, threshold: float = 0.5,
                  keep_largest: bool = True, fill_holes: bool = True, work_size: int | None = None,
                  refine: bool = True, refine_band: int = 6, max_fill: int = 100, kind: str = "shape",
-                 min_region: int = 0, detail_size: int | None = None):
+                 min_region: int = 0, detail_size: int | None = None, min_damage: float = 0.0):
         super().__init__()
         MaskProcessor(kind=kind)  # validates the kind
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
