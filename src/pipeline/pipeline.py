@@ -267,7 +267,7 @@ class Pipeline:
         stage = self.scratch if self.scratch is not None else self.mask
         slot = "scratch" if self.scratch is not None else "mask"
         m = self._detail(stage, slot, gray) > stage.config["threshold"]
-        m = replace(stage.processor, kind="scratches")(m, gray, "scratches")
+        m = stage.processor(m, gray, "scratches")
         if gate and m.mean() < stage.config.get("min_damage", 0.0):
             return np.zeros_like(m)
         return m
