@@ -191,3 +191,15 @@ def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(mo
     assert pipe.detect(gray, damage="scratches")[50, 10]  # asked for scratches: the line
     pipe.scratch.set("min_damage", 0.01)
     assert pipe.detect(gray)[50, 10]
+
+
+def test_auto_takes_a_constant_fill_as_a_shape_only_when_it_is_large_enough():
+    from stages.processors import MaskProcessor
+    gray = np.full((100, 100), 150, np.uint8)
+    gray[10:40, 10:40] = 30                      # 9 % of the image, one constant gray
+    gray[80:82, 80:82] = 0                       # 4 px of clipped black
+    post = MaskProcessor(kind="auto", min_shape=0.004)
+    assert post.kind_of(gray == 30, gray) == "shape"
+    assert post.kind_of(gray == 0, gray) == "scratches"      # too small to be a competition shape
+    assert MaskProcessor(kind="auto").kind_of(gray == 0, gray) == "shape"  # without the floor it was
+    assert MaskProcessor(kind="shape", min_shape=0.5).kind_of(gray == 0, gray) == "shape"  # asked: obeyed

@@ -23,7 +23,9 @@ class MaskDetector(Stage):
     to a constant fill in [0, ``max_fill``], ``keep_largest`` keeps one component,
     ``fill_holes`` fills it). As the pipeline's ``scratch`` detector (``kind`` scratches),
     ``min_damage`` is the least share of the image its findings must cover for ``damage="auto"``
-    to call a photo damaged at all (the first rule: leave undamaged photos alone).
+    to call a photo damaged at all (the first rule: leave undamaged photos alone); ``min_shape``
+    the least share a constant-fill prediction must cover for ``auto`` to take it as a
+    competition shape (a few dark pixels of a clipped shadow are not one).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
@@ -34,7 +36,8 @@ class MaskDetector(Stage):
                  bce_weight: float = 1.0, dice_weight: float = 1.0, threshold: float = 0.5,
                  keep_largest: bool = True, fill_holes: bool = True, work_size: int | None = None,
                  refine: bool = True, refine_band: int = 6, max_fill: int = 100, kind: str = "shape",
-                 min_region: int = 0, detail_size: int | None = None, min_damage: float = 0.0):
+                 min_region: int = 0, detail_size: int | None = None, min_damage: float = 0.0,
+                 min_shape: float = 0.0):
         super().__init__()
         MaskProcessor(kind=kind)  # validates the kind
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
@@ -97,7 +100,7 @@ class MaskDetector(Stage):
         """The post-processing of a thresholded mask (from this stage's inference settings)."""
         c = self.config
         return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"],
-                             c["kind"], c["min_region"])
+                             c["kind"], c["min_region"], c["min_shape"])
 
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: ``self.processor(mask, gray)``."""

@@ -28,7 +28,8 @@ class MaskProcessor:
     beyond it is clipped to ``refine_band`` px), ``keep_largest`` keeps one component and
     ``fill_holes`` fills it. ``scratches`` (an old photo: scratches, cracks, spots, tears):
     regions smaller than ``min_region`` px are dropped and the rest grown by 1 px (their soft
-    edges). ``auto``: ``shape`` when the prediction covers a constant fill, else ``scratches``.
+    edges). ``auto``: ``shape`` when the prediction covers a constant fill and at least
+    ``min_shape`` of the image (the competition's shapes cover 0.9-16 %), else ``scratches``.
     """
     refine: bool = True
     refine_band: int = 6
@@ -37,6 +38,7 @@ class MaskProcessor:
     fill_holes: bool = True
     kind: str = "shape"
     min_region: int = 0
+    min_shape: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,8 +48,9 @@ class MaskProcessor:
         """``shape`` or ``scratches``: what this mask of this gray is treated as."""
         if self.kind != "auto":
             return self.kind
-        return "shape" if gray is not None and mask.any() and self.constant_fill(mask, gray) is not None \
-            else "scratches"
+        shape = gray is not None and mask.any() and mask.mean() >= self.min_shape \
+            and self.constant_fill(mask, gray) is not None
+        return "shape" if shape else "scratches"
 
     def __call__(self, mask: np.ndarray, gray: np.ndarray | None = None, kind: str | None = None) -> np.ndarray:
         if (kind or self.kind_of(mask, gray)) == "scratches":
