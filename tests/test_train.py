@@ -294,8 +294,10 @@ def test_resumed_run_replays_the_same_stream_and_ends_identical(tmp_path):
 
 
 def test_data_workers_prefill_the_inpainter_hole_as_the_stage_would(tmp_path):
+    # num_workers=0: the same dataset transform the workers run, without forking the test process
+    # (its OpenVINO/ONNX Runtime thread pools); a forked worker here once crashed pytest at teardown.
     from pipeline.train import Trainer
-    cfg = _compose("stage=inpaint", "trainer.num_workers=1", "trainer.device=cpu", f"out_dir={tmp_path}")
+    cfg = _compose("stage=inpaint", "trainer.num_workers=0", "trainer.device=cpu", f"out_dir={tmp_path}")
     tr = Trainer(cfg)
     batch = next(iter(tr.train_loader))
     assert "prefilled" in batch
