@@ -203,3 +203,24 @@ def test_auto_takes_a_constant_fill_as_a_shape_only_when_it_is_large_enough():
     assert post.kind_of(gray == 0, gray) == "scratches"      # too small to be a competition shape
     assert MaskProcessor(kind="auto").kind_of(gray == 0, gray) == "shape"  # without the floor it was
     assert MaskProcessor(kind="shape", min_shape=0.5).kind_of(gray == 0, gray) == "shape"  # asked: obeyed
+
+
+def test_shape_snap_keeps_every_marked_piece_of_the_fill_and_finds_it_beside_other_marks():
+    from stages.processors import MaskProcessor
+    rng = np.random.default_rng(3)
+    gray = rng.integers(120, 255, (100, 100)).astype(np.uint8)
+    gray[10:50, 10:50] = 30                       # a self-intersecting polygon's two pieces
+    gray[52:60, 52:60] = 30
+    gray[90, 90] = 30                             # a speck of the same gray, not marked
+    pred = np.zeros_like(gray, bool)
+    pred[12:48, 12:48] = pred[53:59, 53:59] = True
+    post = MaskProcessor()
+    got = post(pred, gray)
+    want = gray == 30
+    want[90, 90] = False
+    assert np.array_equal(got, want)              # both pieces whole, the speck left alone
+    noise = pred.copy()
+    noise[66:98, 0:70] = True                     # the network also marked textured gray
+    assert post.constant_fill(noise, gray) is None              # the whole prediction is no fill
+    assert post.fill_region(noise, gray)[0] == 30                # one of its components is
+    assert post(noise, gray)[10:50, 10:50].all() and not post(noise, gray)[80, 20]

@@ -48,17 +48,21 @@ class MaskProcessor:
         """``shape`` or ``scratches``: what this mask of this gray is treated as."""
         if self.kind != "auto":
             return self.kind
-        shape = gray is not None and mask.any() and mask.mean() >= self.min_shape \
-            and self.constant_fill(mask, gray) is not None
-        return "shape" if shape else "scratches"
+        if gray is None or not mask.any():
+            return "scratches"
+        v, region = self.fill_region(mask, gray)
+        return "shape" if v is not None and region.mean() >= self.min_shape else "scratches"
 
     def __call__(self, mask: np.ndarray, gray: np.ndarray | None = None, kind: str | None = None) -> np.ndarray:
         if (kind or self.kind_of(mask, gray)) == "scratches":
             return self._scratches(mask)
+        pred = mask
         if self.refine and gray is not None and mask.any():
             mask = self.snap(mask, gray)  # before keep_largest: a fragmented prediction still
         if self.keep_largest and mask.any():  # names the whole fill region
-            mask = _largest(mask)
+            # a snapped spiky or self-intersecting polygon rasterizes as several pieces of the
+            # fill: the pieces the network marked stay
+            mask = _largest(mask, pred if mask is not pred else None)
         if self.fill_holes:
             mask = fill_holes(mask)
         return mask
@@ -81,9 +85,27 @@ class MaskProcessor:
         v = int(counts.argmax())
         return None if v > self.max_fill or counts[v] < 0.6 * mask.sum() else v
 
+    def fill_region(self, mask: np.ndarray, gray: np.ndarray, tries: int = 4) -> tuple:
+        """``(fill, region)``: the constant fill of the whole prediction, else of one of its
+        ``tries`` largest components (the network also marked something beside the shape);
+        ``(None, mask)`` when there is none."""
+        v = self.constant_fill(mask, gray)
+        if v is not None:
+            return v, mask
+        lab, n = label4(mask)
+        if n > 1:
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            size[0] = 0
+            for k in np.argsort(size)[::-1][:min(tries, n)]:
+                part = lab == k
+                v = self.constant_fill(part, gray)
+                if v is not None:
+                    return v, part
+        return None, mask
+
     def snap(self, mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
         """Snap a predicted mask to the constant fill it covers (see the class docstring)."""
-        v = self.constant_fill(mask, gray)
+        v, mask = self.fill_region(mask, gray)
         if v is None:
             return mask  # not a constant fill (textured damage): keep the network's mask
         # Components of the fill value touching the prediction are taken whole when most of
@@ -127,11 +149,19 @@ class TeleaPrefill:
         return {**item, "prefilled": self(item["gray"][None], item["mask"][None])[0]}
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
+def _largest(mask: np.ndarray, pred: np.ndarray | None = None) -> np.ndarray:
+    """The largest component of ``mask``, and those half covered by ``pred`` and at least 1 %
+    of its size (a speck of the same gray beside the shape is not a piece of it)."""
     lab, n = label4(mask)
     if n <= 1:
         return mask
-    return lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = np.zeros(n + 1, bool)
+    keep[size[1:].argmax() + 1] = True
+    if pred is not None:
+        keep |= (np.bincount(lab[pred & mask], minlength=n + 1) >= 0.5 * size) & (size >= 0.01 * size[1:].max())
+    keep[0] = False
+    return keep[lab]
 
 
 def _within(mask: np.ndarray, *radii: float) -> list[np.ndarray]:
