@@ -1,6 +1,6 @@
 """Learned detector vs the no-learning rule where the rule is known to fail.
 
-    python benchmarks/mask_hard_cases.py [--checkpoint demo] [--work-sizes 256,192] [--roots DIR ...]
+    python benchmarks/mask_hard_cases.py [--checkpoint demo] [--damage auto|shape] [--work-sizes 256,192] [--roots DIR ...]
 
 On Kodak24 + McMaster 512x512 views (or the held-out split of ``--roots``, to tune on): (a) "letterbox": black bars (gray 0) on the top and bottom
 and a fill of 0 that touches one bar, so the fill merges with same-valued surroundings;
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--work-sizes", default="", help="mask work sizes to compare (default: the checkpoint's)")
     ap.add_argument("--roots", nargs="*", help="use the held-out split of these photo folders instead")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--damage", default=None, help="what the detector looks for (default: the pipeline's own, "
+                    "auto with a scratch detector: a textured fill is no constant-gray shape there)")
     args = ap.parse_args()
     if args.roots:
         ds = PhotoData(args.roots, 512, 0.03, args.seed).val
@@ -63,7 +65,7 @@ def main() -> None:
             for w in sizes:
                 pipe.mask.config["work_size"] = w
                 t = time.perf_counter()
-                found = pipe.detect(img)
+                found = pipe.detect(img, args.damage)
                 times[w].append(time.perf_counter() - t)
                 res[case][f"learned@{w}"].append(mask_iou_f1(true, found)[0])
             res[case]["rule"].append(mask_iou_f1(true, rule_mask(img))[0])

@@ -87,8 +87,8 @@ class MaskProcessor:
 
     def fill_region(self, mask: np.ndarray, gray: np.ndarray, tries: int = 4) -> tuple:
         """``(fill, region)``: the constant fill of the whole prediction, else of one of its
-        ``tries`` largest components (the network also marked something beside the shape);
-        ``(None, mask)`` when there is none."""
+        ``tries`` largest components of at least a quarter of it (the network also marked
+        something beside the shape); ``(None, mask)`` when there is none."""
         v = self.constant_fill(mask, gray)
         if v is not None:
             return v, mask
@@ -97,6 +97,8 @@ class MaskProcessor:
             size = np.bincount(lab.ravel(), minlength=n + 1)
             size[0] = 0
             for k in np.argsort(size)[::-1][:min(tries, n)]:
+                if size[k] < 0.25 * size.sum():
+                    break
                 part = lab == k
                 v = self.constant_fill(part, gray)
                 if v is not None:
