@@ -4,7 +4,8 @@ size and the pipeline's inpainting context.
 
     python benchmarks/tune_inference.py --roots ../shared/data/photos/bsds500 ../shared/data/photos/imagenet_sample \\
         [--checkpoint demo] [--seed 3] [--image-size 512] [--colorize "192:0.6:0.1:0,128:0.6:0.1:1"] \\
-        [--inpaint-work-sizes 256,none] [--contexts 64,128]
+        [--inpaint-work-sizes 256,none] [--contexts 64,128] \\
+        [--set colorize.prior_shift=0.03 ...] [--try "colorize.prior_shift=0.02 hole_saturation=0.6" ...]
 
 ``--seed`` picks the split (3: the colorizer's runs, 2: the inpainter's, on bsds500 + imagenet_sample;
 14 with all seven training folders and ``--group-pattern '^CamVid_[a-z]+_([^_]+)_'``: the quality-v2
@@ -12,7 +13,9 @@ runs, ``conf/data/shared_photos.yaml``). Each ``--colorize`` item is ``work_size
 (tta: 1, 2, 4 or 8 flips/transposes). The training photos are ~500x375, so at
 ``--image-size 512`` they are upscaled ~1.37x; ``--image-size 368`` scores them near their native
 scale (the colorizer's best work size is about 0.35-0.45 of the native image size). Uses the true
-mask, so each knob is judged on its own term (C for colour, M for the hole).
+mask, so each knob is judged on its own term (C for colour, M for the hole). ``--set`` changes the
+pipeline before every run (``pipeline.assemble``'s ``[SLOT.]KEY=VALUE``); each ``--try`` item is one
+more run with its space-separated settings on top.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline import Pipeline
+from pipeline.assemble import apply_setting
 from pipeline.data import PhotoData
 from pipeline.metrics import score
 from stages import Stage
@@ -45,6 +49,10 @@ def main() -> None:
     ap.add_argument("--colorize-stage", help="swap in this colorize stage (a training run's out_dir)")
     ap.add_argument("--precision", default="fp32",
                     help="fp32, bf16, auto, or 'saved': the checkpoint's own (per-slot) setting")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="[SLOT.]KEY=VALUE settings applied before every run (as pipeline.assemble --set)")
+    ap.add_argument("--try", dest="tries", nargs="*", default=[], metavar="SETTINGS",
+                    help="one run per item: space-separated [SLOT.]KEY=VALUE settings on top of --set")
     args = ap.parse_args()
     torch.manual_seed(0)
     ds = PhotoData(args.roots, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
@@ -71,12 +79,16 @@ def main() -> None:
         print(f"{label}: S={mean['S']:.4f} M={mean['M']:.4f} C={mean['C']:.4f} score={mean['score']:.4f}",
               flush=True)
 
+    for item in args.set:
+        if err := apply_setting(pipe, item):
+            ap.error(f"--set {item}: {err}")
     col, inp = pipe.colorize.config, pipe.inpaint.config
     print(f"{len(items)} held-out images at {args.image_size} px (split seed {args.seed})")
     if args.telea:
         run("baseline telea (gray)", telea=True)
     run(f"as shipped (colorize {col['work_size']}:{col['saturation']}:{col['temperature']}:"
-        f"{col.get('tta', 1)}, inpaint work_size {inp['work_size']} tta {inp.get('tta', 1)}, context {pipe.context})")
+        f"{col.get('tta', 1)} prior_shift {col.get('prior_shift', 0.0)}, inpaint work_size {inp['work_size']} "
+        f"tta {inp.get('tta', 1)}, context {pipe.context}, hole_saturation {pipe.hole_saturation})")
     c0, i0, ctx0 = dict(col), dict(inp), pipe.context
     for item in filter(None, args.colorize.split(",")):
         ws, sat, t, tta = item.split(":")
@@ -95,6 +107,15 @@ def main() -> None:
         pipe.context = int(c)
         run(f"context={c}")
     pipe.context = ctx0
+    for item in args.tries:
+        keep = ({k: dict(s.config) for k, s in pipe.stages.items()}, pipe.context, pipe.hole_saturation)
+        for setting in item.split():
+            if err := apply_setting(pipe, setting):
+                ap.error(f"--try {setting}: {err}")
+        run(item)
+        for k, s in pipe.stages.items():
+            s.config.update(keep[0][k])
+        pipe.context, pipe.hole_saturation = keep[1], keep[2]
 
 
 if __name__ == "__main__":

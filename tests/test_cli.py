@@ -132,9 +132,11 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     from pipeline import Pipeline
     from pipeline.assemble import main
     assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p"), "--set", "colorize.saturation=0.5",
-                 "--set", "context=32", "--set", "backend=torch"]) == 0
+                 "--set", "context=32", "--set", "backend=torch", "--set", "hole_saturation=0.5",
+                 "--set", "colorize.prior_shift=0.03"]) == 0
     p = Pipeline.load(tmp_path / "p")
     assert p.colorize.config["saturation"] == 0.5 and p.context == 32 and p.backend == "torch"
+    assert p.hole_saturation == 0.5 and p.colorize.config["prior_shift"] == 0.03
     assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p2"),
                  "--set", "precision={inpaint: bf16, colorize: fp32}"]) == 0
     p = Pipeline.load(tmp_path / "p2", backend="torch")
@@ -144,7 +146,7 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
                      ("colorize.head_stride=2", "colorize.head_stride is an architecture setting"),
                      ("inpaint.hole_weight=2", "inpaint.hole_weight is a training setting"),
                      ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"),
-                     ("precision=fp64", "precision must be"), ("precision={colour: fp32}", "unknown slot")):
+                     ("precision=fp64", "precision must be"), ("hole_saturation=-1", "hole_saturation must be"), ("precision={colour: fp32}", "unknown slot")):
         assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "q"), "--set", bad]) == 2
         assert msg in capsys.readouterr().err
 

@@ -56,6 +56,25 @@ def test_given_mask_outside_unchanged_and_luma_kept(tiny_pipeline):
     assert (np.abs(lum - g.astype(int)) <= 1).mean() >= 0.99
 
 
+def test_hole_saturation_scales_the_colour_of_the_filled_pixels_only(tmp_path):
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer, saturation=30.0))
+    gray, mask = damaged_image(64, 64, 3)
+    full = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
+    pipe.hole_saturation = 0.0
+    pipe.save(tmp_path / "p")
+    pipe = Pipeline.load(tmp_path / "p")
+    assert pipe.hole_saturation == 0.0
+    none = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
+    chroma = lambda img: img.max(-1) - img.min(-1)  # noqa: E731
+    assert np.array_equal(none[~mask], full[~mask])
+    assert chroma(full)[mask].mean() > 3 and chroma(none)[mask].max() <= 2
+    many = pipe.restore_many([gray, gray], [mask, None])
+    assert np.array_equal(np.asarray(many[0].image), none.astype(np.uint8))
+    for bad in (-0.5, "half", True):
+        with pytest.raises(ValueError, match="hole_saturation"):
+            pipe.hole_saturation = bad
+
+
 def test_detected_mask_is_used(tiny_pipeline):
     gray, _ = damaged_image(64, 64, 4)
     r = tiny_pipeline.restore(gray, return_intermediates=True)

@@ -246,6 +246,23 @@ class TestColorizer(StageTestMixin):
             lum = np.asarray(Image.fromarray(img).convert("L")).astype(int)
             assert (np.abs(lum - g8) <= 1).mean() >= 0.99
 
+    def test_prior_shift_moves_the_decoded_colour_away_from_the_common_classes(self):
+        st = self.make(temperature=1.0)
+        common, rare = 0, st.num_classes - 1
+        prior = torch.full((st.num_classes,), 1e-4)
+        prior[common] = 1.0
+        st.prior.copy_(prior / prior.sum())
+        out = torch.full((1, st.num_classes, 2, 2), -9.0)
+        out[:, common], out[:, rare] = 0.0, 0.0  # the network is torn between the two
+        plain = st.decode(out)
+        assert torch.equal(plain, st.decode(out))  # prior_shift 0: the plain annealed mean
+        st.set("prior_shift", 0.2)
+        to_rare = (st.decode(out) - plain).flatten(2).mean(-1)[0]
+        direction = st.centers[rare] - st.centers[common]
+        assert float(to_rare @ direction) > 0.1 * float(direction @ direction)
+        with pytest.raises(ValueError, match="training setting"):
+            st.set("hue_weight", 1.0)  # prior_shift is an inference setting, hue_weight is not
+
     def test_regression_mode(self):
         st = self.make(mode="regression")
         assert st(make_batch()["gray"]).shape[1] == 2
@@ -268,6 +285,13 @@ class TestColorizer(StageTestMixin):
             a, b = colourful(seed=seed), colourful(seed=seed + 10)
             assert abs((1 - float(hue_correlation_loss(t(b), t(a)))) - hue_correlation(a, b)) < 0.15
             assert float(hue_correlation_loss(t(a), t(a))) < 1e-5
+        # the O(pixels) histogram used for large targets is the soft one, up to the within-bin offset
+        from stages.colorize import binned_hue_histogram
+        img = t(colourful(96, 96, seed=5))
+        soft, binned = soft_hue_histogram(img), binned_hue_histogram(img)
+        assert float(torch.corrcoef(torch.cat([soft, binned]))[0, 1]) > 0.98
+        assert float(binned.sum()) == pytest.approx(float(soft.sum()), rel=0.02)
+        assert float(hue_correlation_loss(t(colourful(24, 24, seed=5)), img)) < 0.2  # sizes may differ
 
     def test_hue_loss_trains_the_logits(self):
         st = self.make(hue_weight=2.0)
@@ -280,6 +304,12 @@ class TestColorizer(StageTestMixin):
         assert "hue" not in plain.loss(make_batch())
         assert any(not torch.allclose(g, p.grad) for g, p in
                    zip(grads, [p for p in plain.parameters() if p.grad is not None]))
+        # hue_target full: the truth's histogram from every pixel, not the head-grid average
+        full = self.make(hue_weight=2.0, hue_target="full").loss(make_batch())
+        assert 0 < float(full["hue"]) <= 2 and float(full["ce"]) == pytest.approx(float(terms["ce"]))
+        assert abs(float(full["hue"]) - float(terms["hue"])) > 1e-4
+        with pytest.raises(ValueError, match="hue_target"):
+            self.make(hue_target="pixels")
 
 
 def test_shrink_is_area_downscaling():

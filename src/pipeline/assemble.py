@@ -7,15 +7,15 @@ the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the
 restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for an
 inference setting of a stage (e.g. ``colorize.saturation=0.6``; architecture and loss settings
 are refused: the weights were trained with them), ``KEY=VALUE`` for a pipeline option
-(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``); ``precision`` may be
-a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``.
+(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``, ``hole_saturation``);
+``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .pipeline import SLOT_STAGE, SLOTS
+from .pipeline import OPTIONS, SLOT_STAGE, SLOTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.precision:
-        err = _apply_setting(pipe, f"precision={args.precision}")
+        err = apply_setting(pipe, f"precision={args.precision}")
         if err:
             print(f"error: --precision: {err}", file=sys.stderr)
             return 2
     for item in args.set:
-        err = _apply_setting(pipe, item)
+        err = apply_setting(pipe, item)
         if err:
             print(f"error: --set {item}: {err}", file=sys.stderr)
             return 2
@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-OPTIONS = ("precision", "backend", "context", "tile_size", "tile_overlap")
 
 
-def _apply_setting(pipe, item: str) -> str | None:
+def apply_setting(pipe, item: str) -> str | None:
     """Apply one ``[SLOT.]KEY=VALUE``; returns an error message or None."""
     import yaml
     key, sep, raw = item.partition("=")

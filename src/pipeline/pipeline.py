@@ -24,6 +24,7 @@ FORMAT = "restore-pipeline/1"
 SLOTS = ("mask", "inpaint", "colorize", "scratch")
 SLOT_STAGE = {"mask": "mask", "scratch": "mask", "inpaint": "inpaint", "colorize": "colorize"}  # slot -> stage kind
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIONS = ("precision", "backend", "context", "tile_size", "tile_overlap", "hole_saturation")  # pipeline.yaml options
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 
 
@@ -65,7 +66,9 @@ class Pipeline:
     Options: ``precision`` (``fp32`` exact, ``bf16``, or ``auto``: bf16 where the hardware has
     it; or a mapping per slot, e.g. ``{"mask": "fp32", "inpaint": "auto", "colorize": "fp32"}``,
     missing slots ``auto``), ``tile_size`` / ``tile_overlap`` for large images, ``context``
-    (pixels of surroundings the inpainter sees around the damaged region), ``backend``
+    (pixels of surroundings the inpainter sees around the damaged region), ``hole_saturation``
+    (the colour of the inpainted pixels is scaled by this: the colorizer is less sure of a
+    smooth fill than of the photo around it), ``backend``
     (``torch``; ``openvino``: each network is exported to ONNX on first use and run by OpenVINO
     on the CPU, in bf16 when ``precision`` resolves to bf16, else fp32; ``onnx``: the same
     through ONNX Runtime, fp32; ``auto``: on the CPU the first of openvino, onnx installed, else
@@ -74,7 +77,8 @@ class Pipeline:
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None,
                  colorize: Stage | None = None, precision: str = "fp32", tile_size: int = 1024,
-                 tile_overlap: int = 128, context: int = 64, backend: str = "torch", scratch: Stage | None = None):
+                 tile_overlap: int = 128, context: int = 64, backend: str = "torch", scratch: Stage | None = None,
+                 hole_saturation: float = 1.0):
         if backend not in ("torch", "onnx", "openvino", "auto"):
             raise ValueError(f"backend must be 'torch', 'openvino', 'onnx' or 'auto', got {backend!r}")
         if backend in BACKENDS and not _installed(backend):
@@ -86,6 +90,7 @@ class Pipeline:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.context = context
+        self.hole_saturation = hole_saturation
         self.backend = backend
         self.device = torch.device("cpu")
 
@@ -135,7 +140,7 @@ class Pipeline:
         meta = {"format": FORMAT, "stages": {k: v.name for k, v in self.stages.items()},
                 "options": {"precision": self.precision, "tile_size": self.tile_size,
                             "tile_overlap": self.tile_overlap, "context": self.context,
-                            "backend": self.backend}}
+                            "hole_saturation": self.hole_saturation, "backend": self.backend}}
         atomic_write_bytes(path / "pipeline.yaml", yaml.safe_dump(meta, sort_keys=False).encode())
         return path
 
@@ -158,8 +163,7 @@ class Pipeline:
             if name not in SLOTS:
                 raise CheckpointError(f"{meta_file}: unknown slot {name!r} (slots: {', '.join(SLOTS)})")
             stages[name] = Stage.load(path / name)
-        opts = {k: v for k, v in (meta.get("options") or {}).items()
-                if k in ("precision", "tile_size", "tile_overlap", "context", "backend")}
+        opts = {k: v for k, v in (meta.get("options") or {}).items() if k in OPTIONS}
         opts.update(options)
         return cls(**stages, **opts).to(device)
 
@@ -183,6 +187,17 @@ class Pipeline:
         if id(stage) not in memo or memo[id(stage)][0] is not stage:
             memo[id(stage)] = (stage, engines.onnx_model(stage, engines.stage_digest(stage)))
         return memo[id(stage)][1]
+
+    @property
+    def hole_saturation(self) -> float:
+        """Scale of the colour (ab) of the inpainted pixels, >= 0 (1: as predicted)."""
+        return self.__dict__["_hole_saturation"]
+
+    @hole_saturation.setter
+    def hole_saturation(self, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"hole_saturation must be a number >= 0, got {value!r}")
+        self.__dict__["_hole_saturation"] = float(value)
 
     @property
     def precision(self) -> str | dict:
@@ -306,11 +321,17 @@ class Pipeline:
         result[y0:y1, x0:x1][region] = patch[region]
         return result
 
-    def color(self, gray: np.ndarray | list) -> np.ndarray | list:
+    def color(self, gray: np.ndarray | list, mask: np.ndarray | list | None = None) -> np.ndarray | list:
         """(H,W) uint8 gray -> (H,W,3) uint8 RGB whose PIL gray equals ``gray`` (±1).
-        A list of same-size grays is run as one batch and gives a list of images."""
+        A list of same-size grays is run as one batch and gives a list of images. ``mask``
+        ((H,W) bool, or a list): the inpainted pixels, whose colour ``hole_saturation`` scales."""
         _, grays, ab = self._batched("colorize", "predict_ab", gray)
-        out = [gray8_ab_to_rgb8(g, a) for g, a in zip(grays, ab)]
+        masks = mask if isinstance(mask, list) else [mask] * len(grays)
+        out = []
+        for g, a, m in zip(grays, ab, masks):
+            if m is not None and self.hole_saturation != 1.0:
+                a = torch.where(torch.from_numpy(np.asarray(m, bool)).to(a.device), a * self.hole_saturation, a)
+            out.append(gray8_ab_to_rgb8(g, a))
         return out if isinstance(gray, list) else out[0]
 
     def _precision(self, slot: str | None = None) -> str:
@@ -348,7 +369,7 @@ class Pipeline:
         gray = to_gray(img)                                                        # 1. the input's gray
         m = to_mask(mask, gray.shape) if mask is not None else self.detect(gray, damage)  # 2. the damage
         filled = self.fill(gray, m)                                                # 3. the gray, inpainted
-        image = Image.fromarray(self.color(filled), "RGB")                         # 4. colour
+        image = Image.fromarray(self.color(filled, m), "RGB")                      # 4. colour
         if not return_intermediates:
             return image
         return Restoration(image=image, mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
@@ -364,7 +385,7 @@ class Pipeline:
         for i, m in zip(todo, found):
             masks[i] = m
         filled = [self.fill(g, m) for g, m in zip(grays, masks)]
-        images = self.color(filled)
+        images = self.color(filled, masks)
         return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype(np.uint8) * 255, "L"),
                             gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
 

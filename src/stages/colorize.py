@@ -32,25 +32,43 @@ def soft_hue_histogram(rgb: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     The hue is OpenCV's HSV hue in [0,180) (the hexagonal formula, as ``cv2.COLOR_RGB2HSV`` on
     uint8); each pixel adds a circular Gaussian bump of ``sigma`` bins instead of a hard count.
     """
+    h = _hue(rgb)
+    centers = torch.arange(HUE_BINS, device=rgb.device, dtype=h.dtype) + 0.5
+    dist = torch.remainder(h.unsqueeze(-1) - centers + HUE_BINS / 2, HUE_BINS) - HUE_BINS / 2
+    return torch.exp(-0.5 * (dist / sigma) ** 2).sum(1)
+
+
+def _hue(rgb: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) RGB in [0,1] -> (B,H*W) OpenCV HSV hue in [0,180)."""
     rgb = rgb.float().clamp(0, 1).flatten(2)
     r, g, b = rgb.unbind(1)
     mx, mn = rgb.max(1).values, rgb.min(1).values
     # 1/255: below that the uint8 image is gray and the hue is arbitrary; the clamp keeps the
     # gradient of near-gray pixels bounded.
     d = (mx - mn).clamp(min=1 / 255)
-    h = torch.where(mx == r, torch.remainder((g - b) / d, 6),
-                    torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 30
-    centers = torch.arange(HUE_BINS, device=rgb.device, dtype=h.dtype) + 0.5
-    dist = torch.remainder(h.unsqueeze(-1) - centers + HUE_BINS / 2, HUE_BINS) - HUE_BINS / 2
-    return torch.exp(-0.5 * (dist / sigma) ** 2).sum(1)
+    return torch.where(mx == r, torch.remainder((g - b) / d, 6),
+                       torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 30
+
+
+@torch.no_grad()
+def binned_hue_histogram(rgb: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """``soft_hue_histogram`` without a gradient, in O(pixels): hard counts per bin, then the
+    same circular Gaussian (each hue taken at its bin's centre). For large targets."""
+    h = _hue(rgb)
+    counts = torch.zeros(h.shape[0], HUE_BINS, device=h.device, dtype=h.dtype)
+    counts.scatter_add_(1, h.long().clamp_(0, HUE_BINS - 1), torch.ones_like(h))
+    k = torch.arange(-4 * int(math.ceil(sigma)), 4 * int(math.ceil(sigma)) + 1, device=h.device, dtype=h.dtype)
+    kernel = torch.exp(-0.5 * (k / sigma) ** 2)
+    return sum(w * torch.roll(counts, int(o), 1) for o, w in zip(k.tolist(), kernel))
 
 
 def hue_correlation_loss(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
     """1 - Pearson correlation of the soft hue histograms (the metric's C term), batch mean.
-    pred_rgb, true_rgb: (B,3,H,W) in [0,1]; only ``pred_rgb`` gets a gradient."""
+    pred_rgb, true_rgb: (B,3,H,W) in [0,1] (sizes may differ); only ``pred_rgb`` gets a gradient."""
     hp = soft_hue_histogram(pred_rgb)
     with torch.no_grad():
-        ht = soft_hue_histogram(true_rgb)
+        big = true_rgb.shape[-2] * true_rgb.shape[-1] > 4 * pred_rgb.shape[-2] * pred_rgb.shape[-1]
+        ht = binned_hue_histogram(true_rgb) if big else soft_hue_histogram(true_rgb)
     hp, ht = hp - hp.mean(1, keepdim=True), ht - ht.mean(1, keepdim=True)
     corr = (hp * ht).sum(1) / (hp.norm(dim=1) * ht.norm(dim=1)).clamp(min=1e-8)
     return 1 - corr.mean()
@@ -83,16 +101,18 @@ class Colorizer(Stage):
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
                     "bin_size", "head_stride")
-    training = ("rebalance", "l1_weight", "hue_weight")
+    training = ("rebalance", "l1_weight", "hue_weight", "hue_target")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
-                 hue_weight: float = 0.0):
+                 hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head"):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
+        if hue_target not in ("head", "full"):
+            raise ValueError(f"hue_target must be 'head' or 'full', got {hue_target!r}")
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         super().__init__()
@@ -157,11 +177,17 @@ class Colorizer(Stage):
 
     @fp32
     def decode(self, out: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """Network output -> ab (B,2,H,W). Classification: annealed mean of the softmax."""
+        """Network output -> ab (B,2,H,W). Classification: annealed mean of the softmax of the
+        logits minus ``prior_shift`` · log(ab prior)."""
         if self.config["mode"] == "regression":
             return out.float() * AB_RANGE
         t = self.config["temperature"] if temperature is None else temperature
-        p = torch.softmax(out.float().contiguous() / t, 1)
+        out = out.float().contiguous()
+        if self.config.get("prior_shift", 0.0):
+            # The network over-predicts the common hues (browns, oranges): a small tilt of the
+            # logits away from the training prior brings back greens, blues and purples.
+            out = out - self.config["prior_shift"] * torch.log(self.prior.float().clamp(min=1e-6)).view(1, -1, 1, 1)
+        p = torch.softmax(out / t, 1)
         return torch.einsum("bqhw,qc->bchw", p, self.centers)
 
     # ----------------------------------------------------------------- training
@@ -184,8 +210,9 @@ class Colorizer(Stage):
 
     def loss(self, batch: dict) -> dict:
         """Rebalanced cross-entropy over ab classes (+ ``l1_weight`` * L1 of the decoded ab +
-        ``hue_weight`` * hue-histogram loss at the head's resolution), or smooth-L1 on ab in
-        regression mode."""
+        ``hue_weight`` * hue-histogram loss of the prediction at the head's resolution against the
+        truth's histogram at the head's resolution (``hue_target`` head) or at full resolution
+        (``full``, as the metric sees it)), or smooth-L1 on ab in regression mode."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         out = self(gray).float()
         ab = self._target_ab(rgb, out)
@@ -201,7 +228,9 @@ class Colorizer(Stage):
             if self.config.get("hue_weight", 0) > 0:
                 small = self._to_head(gray.float(), out)
                 pred_rgb = gray_ab_to_rgb(small, self.decode(out) * self.config["saturation"])
-                true_rgb = gray_ab_to_rgb(small, ab)
+                # the metric counts every full-resolution pixel's hue; the head-grid average of the
+                # truth is smoother than that (fewer rare hues)
+                true_rgb = rgb if self.config.get("hue_target", "head") == "full" else gray_ab_to_rgb(small, ab)
                 terms["hue"] = hue_correlation_loss(pred_rgb, true_rgb)
                 loss = loss + self.config["hue_weight"] * terms["hue"]
         else:
