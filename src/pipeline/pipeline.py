@@ -58,6 +58,17 @@ def _installed(backend: str) -> bool:  # asked on every stage call by backend="a
     return all(importlib.util.find_spec(m) is not None for m in BACKENDS[backend])
 
 
+@torch.inference_mode()
+def _scale_inside(ab: torch.Tensor, mask: np.ndarray, factor: float) -> torch.Tensor:
+    """(2,H,W) ab times ``factor`` where the (H,W) mask is set (in place, within its bounding box)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows):
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        inside = torch.from_numpy(np.ascontiguousarray(mask[box[1:]])).to(ab.device)
+        ab[box] = torch.where(inside, ab[box] * factor, ab[box])
+    return ab
+
+
 class Pipeline:
     """mask detector -> inpainter -> colorizer. Any stage can be reassigned (``pipe.inpaint = …``).
     An optional second detector, ``scratch``, finds old-photo damage (scratches, cracks, spots,
@@ -330,7 +341,7 @@ class Pipeline:
         out = []
         for g, a, m in zip(grays, ab, masks):
             if m is not None and self.hole_saturation != 1.0:
-                a = torch.where(torch.from_numpy(np.asarray(m, bool)).to(a.device), a * self.hole_saturation, a)
+                a = _scale_inside(a, np.asarray(m, bool), self.hole_saturation)
             out.append(gray8_ab_to_rgb8(g, a))
         return out if isinstance(gray, list) else out[0]
 
