@@ -65,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-
-
 def apply_setting(pipe, item: str) -> str | None:
     """Apply one ``[SLOT.]KEY=VALUE``; returns an error message or None."""
     import yaml
