@@ -263,6 +263,20 @@ class TestColorizer(StageTestMixin):
         with pytest.raises(ValueError, match="training setting"):
             st.set("hue_weight", 1.0)  # prior_shift is an inference setting, hue_weight is not
 
+    def test_hole_weight_scales_the_cross_entropy_of_damaged_cells_only(self):
+        torch.manual_seed(0)
+        st = self.make()
+        b = make_batch()
+        ce = lambda s, batch: float(s.loss(batch)["ce"])  # noqa: E731
+        heavy = self.make(hole_weight=3.0)
+        heavy.load_state_dict(st.state_dict())
+        plain = ce(st, b)
+        assert ce(heavy, b) > plain * 1.01                       # the damaged cells count more
+        assert ce(heavy, {**b, "mask": torch.zeros_like(b["mask"])}) == pytest.approx(plain)
+        assert ce(heavy, {**b, "mask": torch.ones_like(b["mask"])}) == pytest.approx(3 * plain)
+        with pytest.raises(ValueError, match="training setting"):
+            heavy.set("hole_weight", 1.0)
+
     def test_regression_mode(self):
         st = self.make(mode="regression")
         assert st(make_batch()["gray"]).shape[1] == 2

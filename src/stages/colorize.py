@@ -101,14 +101,15 @@ class Colorizer(Stage):
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
                     "bin_size", "head_stride")
-    training = ("rebalance", "l1_weight", "hue_weight", "hue_target")
+    training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
                  mode: str = "classification", bin_size: float = 10.0, temperature: float = 0.38,
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
-                 hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head"):
+                 hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head",
+                 hole_weight: float = 1.0):
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         if hue_target not in ("head", "full"):
@@ -209,7 +210,9 @@ class Colorizer(Stage):
             self.prior.copy_(p.float())
 
     def loss(self, batch: dict) -> dict:
-        """Rebalanced cross-entropy over ab classes (+ ``l1_weight`` * L1 of the decoded ab +
+        """Rebalanced cross-entropy over ab classes (each head cell weighted 1 + (``hole_weight``
+        - 1) * its share of damaged pixels; with ``upstream`` the colorizer sees the inpainted gray)
+        (+ ``l1_weight`` * L1 of the decoded ab +
         ``hue_weight`` * hue-histogram loss of the prediction at the head's resolution against the
         truth's histogram at the head's resolution (``hue_target`` head) or at full resolution
         (``full``, as the metric sees it)), or smooth-L1 on ab in regression mode."""
@@ -219,8 +222,12 @@ class Colorizer(Stage):
         terms = {}
         if self.config["mode"] == "classification":
             cls = self.classes_of(ab)
-            ce = F.cross_entropy(out, cls, reduction="none")
-            terms["ce"] = (ce * self.class_weights()[cls]).mean()
+            ce = F.cross_entropy(out, cls, reduction="none") * self.class_weights()[cls]
+            if self.config.get("hole_weight", 1.0) != 1.0 and "mask" in batch:
+                # the filled hole is smooth gray the network must not read as sky or foliage
+                hole = self._to_head(batch["mask"].float(), out)[:, 0]
+                ce = ce * (1 + (self.config["hole_weight"] - 1) * hole)
+            terms["ce"] = ce.mean()
             loss = terms["ce"]
             if self.config["l1_weight"] > 0:
                 terms["l1_ab"] = F.smooth_l1_loss(self.decode(out, 1.0) / AB_RANGE, ab / AB_RANGE)
