@@ -210,12 +210,12 @@ class Colorizer(Stage):
             self.prior.copy_(p.float())
 
     def loss(self, batch: dict) -> dict:
-        """Rebalanced cross-entropy over ab classes (each head cell weighted 1 + (``hole_weight``
-        - 1) * its share of damaged pixels; with ``upstream`` the colorizer sees the inpainted gray)
-        (+ ``l1_weight`` * L1 of the decoded ab +
+        """Rebalanced cross-entropy over ab classes (+ ``l1_weight`` * L1 of the decoded ab +
         ``hue_weight`` * hue-histogram loss of the prediction at the head's resolution against the
         truth's histogram at the head's resolution (``hue_target`` head) or at full resolution
-        (``full``, as the metric sees it)), or smooth-L1 on ab in regression mode."""
+        (``full``, as the metric sees it)), or smooth-L1 on ab in regression mode. Each head cell's
+        cross-entropy is weighted 1 + (``hole_weight`` - 1) * its share of damaged pixels (with
+        ``upstream``, the inpainted fill the colorizer sees there)."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         out = self(gray).float()
         ab = self._target_ab(rgb, out)
