@@ -142,11 +142,15 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     p = Pipeline.load(tmp_path / "p2", backend="torch")
     assert p.precision == {"inpaint": "bf16", "colorize": "fp32"}
     assert p.engine("colorize") == (None, "fp32") and p.engine("inpaint") == (None, "bf16")
+    assert main(["--base", str(tmp_path / "p2"), "--out", str(tmp_path / "p3"), "--set", "precision.colorize=bf16"]) == 0
+    assert Pipeline.load(tmp_path / "p3").precision == {"inpaint": "bf16", "colorize": "bf16"}
     for bad, msg in (("colorize.nope=1", "no setting 'nope'"), ("speed=3", "unknown pipeline option"),
                      ("colorize.head_stride=2", "colorize.head_stride is an architecture setting"),
                      ("inpaint.hole_weight=2", "inpaint.hole_weight is a training setting"),
                      ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"),
-                     ("precision=fp64", "precision must be"), ("hole_saturation=-1", "hole_saturation must be"), ("precision={colour: fp32}", "unknown slot")):
+                     ("precision=fp64", "precision must be"), ("hole_saturation=-1", "hole_saturation must be"), ("precision={colour: fp32}", "unknown slot"),
+                     ("precision.colour=fp32", "unknown slot"), ("precision.mask=fp64", "precision must be"),
+                     ("precision={mask:", "cannot read the value")):
         assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "q"), "--set", bad]) == 2
         assert msg in capsys.readouterr().err
 

@@ -8,7 +8,8 @@ restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALU
 inference setting of a stage (e.g. ``colorize.saturation=0.6``; architecture and loss settings
 are refused: the weights were trained with them), ``KEY=VALUE`` for a pipeline option
 (``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``, ``hole_saturation``);
-``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``.
+``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``,
+or one slot at a time: ``--set precision.colorize=auto`` (the other slots keep theirs).
 """
 from __future__ import annotations
 
@@ -71,9 +72,16 @@ def apply_setting(pipe, item: str) -> str | None:
     key, sep, raw = item.partition("=")
     if not sep:
         return "expected [SLOT.]KEY=VALUE"
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        return f"cannot read the value {raw!r}: {str(e).splitlines()[0]}"
     slot, dot, name = key.partition(".")
-    if not dot:
+    if slot == "precision" and dot:
+        current = pipe.precision
+        per_slot = dict(current) if isinstance(current, dict) else dict.fromkeys(SLOTS, current)
+        key, value = "precision", {**per_slot, name: value}
+    if key == "precision" or not dot:
         if key not in OPTIONS:
             return f"unknown pipeline option {key!r} (options: {', '.join(OPTIONS)})"
         allowed = {"backend": ("torch", "openvino", "onnx", "auto")}.get(key)
