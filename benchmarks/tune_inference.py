@@ -49,9 +49,9 @@ def main() -> None:
     ap.add_argument("--colorize-stage", help="swap in this colorize stage (a training run's out_dir)")
     ap.add_argument("--precision", default="fp32",
                     help="fp32, bf16, auto, or 'saved': the checkpoint's own (per-slot) setting")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                     help="[SLOT.]KEY=VALUE settings applied before every run (as pipeline.assemble --set)")
-    ap.add_argument("--try", dest="tries", nargs="*", default=[], metavar="SETTINGS",
+    ap.add_argument("--try", dest="tries", nargs="*", action="extend", default=[], metavar="SETTINGS",
                     help="one run per item: space-separated [SLOT.]KEY=VALUE settings on top of --set")
     args = ap.parse_args()
     torch.manual_seed(0)
