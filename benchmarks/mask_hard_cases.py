@@ -63,7 +63,7 @@ def main() -> None:
         c[d3.mask] = d3.fill
         for case, img, true in (("letterbox", a, m), ("textured", b, d2.mask), ("plain", c, d3.mask)):
             for w in sizes:
-                pipe.mask.config["work_size"] = w
+                pipe.mask.set("work_size", w)
                 t = time.perf_counter()
                 found = pipe.detect(img, args.damage)
                 times[w].append(time.perf_counter() - t)

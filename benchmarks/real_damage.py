@@ -100,7 +100,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         slot, _, name = key.partition(".")
         pipe.stages[slot].set(name, yaml.safe_load(value))
-    print(f"{args.checkpoint}: detector kind {pipe.mask.config.get('kind', 'shape')}, damage={args.damage}, "
+    print(f"{args.checkpoint}: detector kind {pipe.mask.config['kind']}, damage={args.damage}, "
           f"scratch detector: {'yes ' + str({k: pipe.scratch.config[k] for k in ('threshold', 'min_region')}) if pipe.scratch else 'no'}"
           + (f", set {args.set}" if args.set else ""))
     print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "

@@ -5,7 +5,7 @@ size and the pipeline's inpainting context.
     python benchmarks/tune_inference.py --roots ../shared/data/photos/bsds500 ../shared/data/photos/imagenet_sample \\
         [--checkpoint demo] [--seed 3] [--image-size 512] [--colorize "192:0.6:0.1:0,128:0.6:0.1:1"] \\
         [--inpaint-work-sizes 256,none] [--contexts 64,128] \\
-        [--set colorize.prior_shift=0.03 ...] [--try "colorize.prior_shift=0.02 hole_saturation=0.6" ...]
+        [--set colorize.prior_shift=0.03 ...] [--try "colorize.prior_shift=0.02 colorize.hole_saturation=0.6" ...]
 
 ``--seed`` picks the split (3: the colorizer's runs, 2: the inpainter's, on bsds500 + imagenet_sample;
 14 with all seven training folders and ``--group-pattern '^CamVid_[a-z]+_([^_]+)_'``: the quality-v2
@@ -87,9 +87,9 @@ def main() -> None:
     if args.telea:
         run("baseline telea (gray)", telea=True)
     run(f"as shipped (colorize {col['work_size']}:{col['saturation']}:{col['temperature']}:"
-        f"{col.get('tta', 1)} prior_shift {col.get('prior_shift', 0.0)}, inpaint work_size {inp['work_size']} "
-        f"tta {inp.get('tta', 1)}, context {pipe.context}, hole_saturation {pipe.hole_saturation})")
-    c0, i0, ctx0 = dict(col), dict(inp), pipe.context
+        f"{col['tta']} prior_shift {col['prior_shift']}, inpaint work_size {inp['work_size']} "
+        f"tta {inp['tta']}, context {inp['context']}, hole_saturation {col['hole_saturation']})")
+    c0, i0 = dict(col), dict(inp)
     for item in filter(None, args.colorize.split(",")):
         ws, sat, t, tta = item.split(":")
         col.update(work_size=int(ws), saturation=float(sat), temperature=float(t), tta=int(tta))
@@ -104,18 +104,17 @@ def main() -> None:
         run(f"inpaint tta={n}")
     inp.update(i0)
     for c in filter(None, args.contexts.split(",")):
-        pipe.context = int(c)
+        inp["context"] = int(c)
         run(f"context={c}")
-    pipe.context = ctx0
+    inp.update(i0)
     for item in args.tries:
-        keep = ({k: dict(s.config) for k, s in pipe.stages.items()}, pipe.context, pipe.hole_saturation)
+        keep = {k: dict(s.config) for k, s in pipe.stages.items()}
         for setting in item.split():
             if err := apply_setting(pipe, setting):
                 ap.error(f"--try {setting}: {err}")
         run(item)
         for k, s in pipe.stages.items():
-            s.config.update(keep[0][k])
-        pipe.context, pipe.hole_saturation = keep[1], keep[2]
+            s.config.update(keep[k])
 
 
 if __name__ == "__main__":

@@ -38,21 +38,30 @@ def test_groups_exist():
 
 
 @pytest.mark.parametrize("stage", STAGE_NAMES)
-def test_stage_config_names_every_constructor_argument_and_nothing_else(stage):
-    """conf/stage/<stage>.yaml and the stage's constructor are one list of hyperparameters: a
-    key missing on either side (drift) fails here. The defaults agree too."""
-    import inspect
-
+def test_a_stage_default_has_one_home_and_conf_holds_overrides_only(stage):
+    """The constructor's signature is the one home of each default: conf/stage/<stage>.yaml may
+    only override (a key the constructor lacks, or a value equal to its default, fails here), and
+    the composed ``model`` node is every constructor argument with the constructor's default."""
     import yaml
-    model = yaml.safe_load((Path(CONF_DIR) / "stage" / f"{stage}.yaml").read_text())["model"]
     cls = STAGES[stage]
-    assert set(model) - {"_target_"} == set(cls.config_keys())
-    params = inspect.signature(cls.__init__).parameters
-    for k, v in model.items():
-        if k != "_target_":
-            default = params[k].default
-            assert (list(default) if isinstance(default, tuple) else default) == v, k
-    assert set(cls.architecture) | set(cls.training) < set(cls.config_keys())
+    node = yaml.safe_load((Path(CONF_DIR) / "stage" / f"{stage}.yaml").read_text()).get("model") or {}
+    assert set(node) <= set(cls.config_keys())
+    assert not {k for k, v in node.items() if cls.defaults()[k] == v}, "a default repeated in conf/"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"stage={stage}"])
+    from omegaconf import OmegaConf
+    model = OmegaConf.to_container(cfg.model)
+    assert model.pop("_target_").split(".")[-1] == cls.__name__
+    assert model == {**cls.defaults(), **node}
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_every_setting_is_in_exactly_one_section(stage):
+    cls = STAGES[stage]
+    sections = cls.sections()
+    keys = [k for keys in sections.values() for k in keys]
+    assert sorted(keys) == sorted(cls.config_keys()), "a key in no section or in two"
+    assert cls.inference_settings() == list(sections["inference"])
 
 
 @pytest.mark.parametrize("stage", STAGE_NAMES)
@@ -89,3 +98,22 @@ def test_compose_experiments(exp):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={exp}", "data.root=/nowhere"])
     assert cfg.stage in STAGES and cfg.model._target_.split(".")[-1] == STAGES[cfg.stage].__name__
+    assert set(cfg.model) - {"_target_"} == set(STAGES[cfg.stage].config_keys())  # no misspelt key
+
+
+def test_a_misspelt_setting_on_the_command_line_is_refused():
+    from hydra.errors import ConfigCompositionException
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="treshold"):
+            compose("train", overrides=["stage=mask", "model.treshold=0.3"])
+
+
+def test_the_configuration_doc_shows_the_codes_defaults():
+    """docs/configuration.md's stage tables are what ``tools/config_reference.py`` prints from the code."""
+    import importlib.util
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("config_reference", root / "tools" / "config_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.stage_tables() in (root / "docs" / "configuration.md").read_text(), \
+        "regenerate: python tools/config_reference.py"

@@ -41,7 +41,7 @@ def test_auto_precision_is_the_measured_faster_one_and_is_remembered_per_cpu(cac
 
 
 def test_pipeline_auto_uses_the_measured_choice_per_slot(cache, monkeypatch):
-    from pipeline import pipeline as pl
+    from pipeline import engines as pl
     monkeypatch.setattr(pl, "cpu_has_bf16", lambda: True)
     chosen = {Inpainter: "fp32", MaskDetector: "bf16", Colorizer: "bf16"}
     monkeypatch.setattr(engines, "fastest_precision", lambda stage, engine, model=None: chosen[type(stage)])
@@ -55,7 +55,7 @@ def test_pipeline_auto_uses_the_measured_choice_per_slot(cache, monkeypatch):
 
 def test_without_bf16_auto_is_fp32_and_nothing_is_measured(cache, monkeypatch):
     from pipeline import device
-    from pipeline import pipeline as pl
+    from pipeline import engines as pl
     monkeypatch.setattr(pl, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(engines, "fastest_precision", lambda *a, **k: pytest.fail("measured"))
@@ -90,7 +90,7 @@ def test_a_pipeline_restores_with_the_cache_off_or_unwritable(tmp_path, monkeypa
         assert engines._usable(engines.cache_dir()) is None
         pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer), backend="onnx")
         results.append(np.asarray(pipe.restore(gray)))
-        assert isinstance(pipe._onnx(pipe.colorize), bytes)
+        assert isinstance(engines.onnx_of(pipe.colorize), bytes)
     assert np.array_equal(*results)
 
 

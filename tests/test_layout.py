@@ -46,3 +46,29 @@ def test_no_function_in_src_is_longer_than_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not long
+
+
+def test_no_import_circle_in_stages():
+    """``stages`` modules import each other one way (the registry and atomic writes sit below
+    base and checkpoint), counting imports inside functions too."""
+    graph = {}
+    for f in (ROOT / "src" / "stages").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[f.stem] = deps - {f.stem}
+
+    def visit(mod, path):
+        assert mod not in path, " -> ".join([*path, mod])
+        for dep in graph.get(mod, ()):
+            visit(dep, [*path, mod])
+    for mod in graph:
+        if mod != "__init__":
+            visit(mod, [])
+
+
+def test_the_pipeline_class_is_the_chain_under_200_lines():
+    tree = ast.parse((ROOT / "src" / "pipeline" / "pipeline.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Pipeline")
+    assert cls.end_lineno - cls.lineno < 200

@@ -59,14 +59,14 @@ def test_export_command_writes_runnable_models(tmp_path, capsys):
 def test_auto_backend_prefers_openvino_then_onnx_on_cpu(monkeypatch):
     import importlib.util
 
-    from pipeline import pipeline as pl
+    from pipeline import engines as pl
     have_ov = importlib.util.find_spec("openvino") is not None
     pipe = _pipe(backend="auto", precision="fp32")
     pipe.restore(np.full((64, 64), 120, np.uint8))
     want = "openvino-fp32" if have_ov else "onnxruntime-fp32"
     assert all(s.runtime == want for s in pipe.stages.values())
     # without openvino, auto falls back to onnxruntime
-    monkeypatch.setattr(pl, "_installed", lambda b: b == "onnx")
+    monkeypatch.setattr(pl, "installed", lambda b: b == "onnx")
     pipe.restore(np.full((64, 64), 120, np.uint8))
     assert all(s.runtime == "onnxruntime-fp32" for s in pipe.stages.values())
 
@@ -134,7 +134,7 @@ def test_unknown_engine_and_bad_precision_are_one_clear_error():
 
 def test_openvino_bf16_only_where_the_cpu_has_it(monkeypatch):
     pytest.importorskip("openvino")
-    from pipeline import pipeline as pl
+    from pipeline import engines as pl
     pipe = _pipe(backend="openvino", precision="bf16")
     monkeypatch.setattr(pl, "cpu_has_bf16", lambda: False)
     assert pipe.engine("inpaint") == ("openvino", "fp32")

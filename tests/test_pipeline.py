@@ -60,10 +60,10 @@ def test_hole_saturation_scales_the_colour_of_the_filled_pixels_only(tmp_path):
     pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer, saturation=30.0))
     gray, mask = damaged_image(64, 64, 3)
     full = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
-    pipe.hole_saturation = 0.0
+    pipe.colorize.set("hole_saturation", 0.0)
     pipe.save(tmp_path / "p")
     pipe = Pipeline.load(tmp_path / "p")
-    assert pipe.hole_saturation == 0.0
+    assert pipe.colorize.config["hole_saturation"] == 0.0
     none = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
     chroma = lambda img: img.max(-1) - img.min(-1)  # noqa: E731
     assert np.array_equal(none[~mask], full[~mask])
@@ -72,7 +72,50 @@ def test_hole_saturation_scales_the_colour_of_the_filled_pixels_only(tmp_path):
     assert np.array_equal(np.asarray(many[0].image), none.astype(np.uint8))
     for bad in (-0.5, "half", True):
         with pytest.raises(ValueError, match="hole_saturation"):
-            pipe.hole_saturation = bad
+            pipe.colorize.set("hole_saturation", bad)
+
+
+def test_former_pipeline_options_are_upgraded_on_load_and_warn_for_one_release(tmp_path):
+    import yaml
+    Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer)).save(tmp_path / "p")
+    f = tmp_path / "p" / "pipeline.yaml"
+    meta = yaml.safe_load(f.read_text())
+    assert set(meta["options"]) == {"precision", "tile_size", "tile_overlap", "backend"}
+    meta["options"].update(context=32, hole_saturation=0.5)   # what pipelines saved before they moved
+    f.write_text(yaml.safe_dump(meta))
+    old = Pipeline.load(tmp_path / "p")
+    assert old.inpaint.config["context"] == 32 and old.colorize.config["hole_saturation"] == 0.5
+    with pytest.warns(DeprecationWarning, match="inpaint stage's setting"):
+        assert old.context == 32
+    with pytest.warns(DeprecationWarning, match="colorize stage's setting"):
+        old.hole_saturation = 0.7
+    assert old.colorize.config["hole_saturation"] == 0.7
+    with pytest.warns(DeprecationWarning):
+        assert Pipeline(inpaint=tiny(Inpainter), context=16).inpaint.config["context"] == 16
+    old.save(tmp_path / "q")
+    assert "context" not in yaml.safe_load((tmp_path / "q" / "pipeline.yaml").read_text())["options"]
+    assert Pipeline.load(tmp_path / "q").inpaint.config["context"] == 32
+
+
+def test_saturation_is_an_argument_of_the_call_never_a_change_of_the_setting():
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer, saturation=30.0))
+    gray, mask = damaged_image(64, 64, 5)
+    chroma = lambda img: np.ptp(np.asarray(img).astype(int), -1)  # noqa: E731
+    gray_only = pipe.restore(gray, mask=mask, saturation=0.0)
+    assert chroma(gray_only).max() <= 2 and pipe.colorize.config["saturation"] == 30.0
+    assert chroma(pipe.restore(gray, mask=mask)).mean() > 3
+
+
+def test_context_is_the_inpainters_setting_and_only_that_window_is_read():
+    gray, mask = damaged_image(128, 128, 6)
+    inp = tiny(Inpainter, context=4, prefill="constant")  # (an untrained telea head adds nothing)
+    far = np.ones_like(mask)
+    ys, xs = np.nonzero(mask)
+    far[max(0, ys.min() - 6):ys.max() + 7, max(0, xs.min() - 6):xs.max() + 7] = False
+    noisy = gray.copy()
+    noisy[far] = np.random.default_rng(0).integers(0, 255, int(far.sum()))
+    assert np.array_equal(inp.inpaint(gray, mask)[mask], inp.inpaint(noisy, mask)[mask])
+    assert not np.array_equal(inp.inpaint(gray, mask, context=64)[mask], inp.inpaint(noisy, mask, context=64)[mask])
 
 
 def test_detected_mask_is_used(tiny_pipeline):

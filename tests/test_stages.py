@@ -238,9 +238,10 @@ class TestColorizer(StageTestMixin):
 
     def test_colorize_keeps_the_gray(self):
         from PIL import Image
+        from stages.nets import to_uint8
         st = self.make()
         b = make_batch()
-        imgs = st.colorize(b["target_gray"])
+        imgs = st.colorize(list(to_uint8(b["target_gray"])))
         for img, g in zip(imgs, b["target_gray"]):
             g8 = (g[0].numpy() * 255).round().astype(int)
             lum = np.asarray(Image.fromarray(img).convert("L")).astype(int)

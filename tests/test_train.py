@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -63,6 +64,22 @@ def test_colorize_from_frozen_upstream_pipeline(trained, tmp_path):
     Pipeline(mask=MaskDetector.load(trained / "mask"), inpaint=Inpainter.load(trained / "inpaint")).save(tmp_path / "up")
     train("stage=colorize", "trainer.max_steps=2", f"out_dir={tmp_path / 'c'}", f"upstream={tmp_path / 'up'}")
     assert Colorizer.load(tmp_path / "c")
+
+
+def test_upstream_inputs_come_from_the_path_users_run(trained):
+    """``upstream=`` feeds a stage what ``Pipeline.detect`` and ``Pipeline.fill`` give, nothing else."""
+    from pipeline import Pipeline
+    from pipeline.train import apply_upstream
+    from tests.test_stages import make_batch
+    up = Pipeline(mask=MaskDetector.load(trained / "mask"), inpaint=Inpainter.load(trained / "inpaint"))
+    batch = make_batch(2, 64, seed=7)
+    out = apply_upstream(batch, up, "colorize")
+    grays = [(g[0].numpy() * 255).round().astype(np.uint8) for g in batch["gray"]]
+    masks = up.detect(grays)
+    for i, (g, m) in enumerate(zip(grays, masks)):
+        assert np.array_equal(out["mask"][i, 0].numpy() > 0.5, m)
+        assert np.array_equal((out["restored_gray"][i, 0].numpy() * 255).round().astype(np.uint8), up.fill(g, m))
+    assert apply_upstream(batch, up, "mask") is batch
 
 
 def _online() -> bool:

@@ -29,10 +29,11 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image
 
+from stages.processors import KINDS as DAMAGE_KINDS
+
 from .io import ImageError, open_bytes, to_gray, to_mask
 
 PAGE = Path(__file__).parent / "assets" / "app" / "index.html"
-DAMAGE_KINDS = ("auto", "shape", "scratches")
 MAX_UPLOAD_MB = 50
 
 
@@ -71,15 +72,9 @@ class Restorer:
             raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
         if saturation is not None and not 0 <= saturation <= 2:
             raise ValueError(f"saturation: must be within 0..2, got {saturation}")
-        with self.lock:  # the saturation is the colorizer's setting: set and restore it inside
-            col = self.pipe.colorize
-            old = col.config["saturation"]
-            try:
-                if saturation is not None:
-                    col.config["saturation"] = float(saturation)
-                return self.pipe.restore(gray, mask=m, return_intermediates=True, damage=damage)
-            finally:
-                col.config["saturation"] = old
+        with self.lock:  # one restore at a time: the engines and their caches are shared
+            return self.pipe.restore(gray, mask=m, return_intermediates=True, damage=damage,
+                                     saturation=None if saturation is None else float(saturation))
 
     def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
         gray = self.read(image, "image")
@@ -125,7 +120,7 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     @app.get("/api/info")
     def info():
         return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
-                "damage": "auto" if pipe.scratch is not None else pipe.mask.config.get("kind", "shape"), "damage_kinds": list(DAMAGE_KINDS),
+                "damage": pipe.damage, "damage_kinds": list(DAMAGE_KINDS),
                 "max_upload_mb": max_upload_mb}
 
     @app.post("/api/restore")

@@ -5,9 +5,10 @@
 A slot can also come from an existing Pipeline (``--base DIR_OR_NAME``; e.g. swap the colorizer of
 the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the size; they are
 restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for an
-inference setting of a stage (e.g. ``colorize.saturation=0.6``; architecture and loss settings
-are refused: the weights were trained with them), ``KEY=VALUE`` for a pipeline option
-(``precision``, ``backend``, ``context``, ``tile_size``, ``tile_overlap``, ``hole_saturation``);
+inference setting of a stage (e.g. ``colorize.saturation=0.6``, ``inpaint.context=32``;
+architecture and loss settings are refused: the weights were trained with them), ``KEY=VALUE``
+for a pipeline option (``precision``, ``backend``, ``tile_size``, ``tile_overlap``; ``context`` and
+``hole_saturation`` still mean ``inpaint.context`` and ``colorize.hole_saturation`` for one release);
 ``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``,
 or one slot at a time: ``--set precision.colorize=auto`` (the other slots keep theirs).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .pipeline import OPTIONS, SLOT_STAGE, SLOTS
+from .pipeline import MOVED, OPTIONS, SLOT_STAGE, SLOTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +78,9 @@ def apply_setting(pipe, item: str) -> str | None:
     except yaml.YAMLError as e:
         return f"cannot read the value {raw!r}: {str(e).splitlines()[0]}"
     slot, dot, name = key.partition(".")
+    if not dot and key in MOVED:
+        print(f"warning: --set {key}=... is deprecated: it is --set {MOVED[key]}.{key}=... now", file=sys.stderr)
+        slot, dot, name = MOVED[key], ".", key
     if slot == "precision" and dot:
         current = pipe.precision
         per_slot = dict(current) if isinstance(current, dict) else dict.fromkeys(SLOTS, current)
@@ -84,12 +88,9 @@ def apply_setting(pipe, item: str) -> str | None:
     if key == "precision" or not dot:
         if key not in OPTIONS:
             return f"unknown pipeline option {key!r} (options: {', '.join(OPTIONS)})"
-        allowed = {"backend": ("torch", "openvino", "onnx", "auto")}.get(key)
-        if allowed and value not in allowed:
-            return f"{key} must be one of {', '.join(allowed)}"
         try:
             setattr(pipe, key, value)
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:
             return str(e)
         return None
     stage = pipe.stages.get(slot)

@@ -1,10 +1,10 @@
 """Device and precision selection shared by training and inference."""
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
+from stages.runtimes import autocast  # noqa: F401  (training and inference share it)
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,11 +41,3 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             raise ValueError("precision=fp16 is for CUDA; use bf16 or fp32 on CPU")
         return "fp16" if precision == "16" else precision
     raise ValueError(f"unknown precision {precision!r} (auto, fp32, bf16, fp16)")
-
-
-def autocast(device: torch.device, precision: str):
-    """A context manager running the enclosed ops in ``precision`` (fp32 = no autocast)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,5 +1,11 @@
-"""What runs each network on the CPU, prepared once per machine and remembered on disk.
+"""What runs each stage's network: the backend and precision of a Pipeline, per slot, prepared
+once per machine and remembered on disk. ``install`` is what ``Pipeline`` calls before a stage runs.
 
+- ``backend``: ``torch``; ``openvino`` (each network exported to ONNX on first use and run by
+  OpenVINO on the CPU, bf16 when ``precision`` resolves to bf16, else fp32); ``onnx`` (the same
+  through ONNX Runtime, fp32); ``auto`` (on the CPU the first of openvino, onnx installed, else
+  torch; torch on a GPU).
+- ``precision``: ``fp32`` (exact), ``bf16``, ``fp16`` (CUDA) or ``auto``, or a mapping per slot.
 - ONNX export of a stage (1.4 s for the three demo networks) is cached by the stage's digest
   (class, config and weights), and OpenVINO keeps its compiled models in the same cache
   (``CACHE_DIR``), so a new process restores its first image without exporting or compiling.
@@ -26,11 +32,91 @@ from pathlib import Path
 import torch
 
 from stages import Stage
-from stages.checkpoint import atomic_write_bytes
+from stages.registry import atomic_write_bytes
+
+from .device import cpu_has_bf16, resolve_precision
 
 log = logging.getLogger("pipeline.engines")
 PROBE = 256          # side of the timing input (the detector's and colorizer's work sizes are ≤ 256)
 PROBE_RUNS = 5       # timed runs per precision (after one warm-up): a median, ~0.1–0.3 s per network
+BACKENDS = ("torch", "openvino", "onnx", "auto")
+NEEDS = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}  # backend -> modules
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@functools.lru_cache(maxsize=None)
+def installed(backend: str) -> bool:
+    """Whether the modules ``backend`` needs are importable (asked on every call: looked up once)."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in NEEDS[backend])
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if known and installed, else one clear error."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'torch', 'openvino', 'onnx' or 'auto', got {backend!r}")
+    if backend in NEEDS and not installed(backend):
+        raise RuntimeError(f"backend={backend!r} needs {' and '.join(NEEDS[backend])}: "
+                           f"pip install {' '.join(NEEDS[backend])}")
+    return backend
+
+
+def check_precision(value, slots: tuple) -> str | dict:
+    """A precision or a ``{slot: precision}`` mapping, validated (a copy for a mapping)."""
+    if isinstance(value, dict) and set(value) - set(slots):
+        raise ValueError(f"precision: unknown slot(s) {sorted(set(value) - set(slots))} (slots: {', '.join(slots)})")
+    for v in (value.values() if isinstance(value, dict) else [value]):
+        if str(v).lower() not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (or a mapping per slot), got {v!r}")
+    return dict(value) if isinstance(value, dict) else value
+
+
+def backend_on(backend: str, device: torch.device) -> str:
+    """``torch``, ``onnx`` or ``openvino``: what ``backend`` means on ``device``."""
+    if backend == "auto":
+        return "torch" if device.type != "cpu" else next((b for b in ("openvino", "onnx") if installed(b)), "torch")
+    if backend != "torch" and device.type != "cpu":
+        raise RuntimeError(f"backend={backend!r} runs on the CPU, not {device}")
+    return backend
+
+
+def choose(stage: Stage | None, slot: str | None, backend: str, precision, device: torch.device) -> tuple:
+    """``(engine, precision)`` for ``stage`` in ``slot``: engine ``openvino``, ``onnxruntime`` or
+    None (torch), e.g. ``("openvino", "bf16")``."""
+    backend = backend_on(backend, device)
+    if backend == "onnx":  # ONNX Runtime runs fp32 only
+        return "onnxruntime", "fp32"
+    want = str(precision.get(slot, "auto") if isinstance(precision, dict) else precision).lower()
+    if want == "auto" and stage is not None and device.type == "cpu" and cpu_has_bf16():
+        p = _memo(stage, ("auto", backend), lambda: fastest_precision(
+            stage, "openvino" if backend == "openvino" else None, onnx_of(stage) if backend == "openvino" else None))
+    else:
+        p = resolve_precision(want, device)
+    if backend == "openvino":  # OpenVINO silently runs fp32 where the CPU lacks bf16: say so
+        return "openvino", p if cpu_has_bf16() else "fp32"
+    return None, p
+
+
+def install(stage: Stage, slot: str, backend: str, precision, device: torch.device) -> Stage:
+    """``stage``, set to run its network as ``choose`` says (exported and compiled on first use)."""
+    engine, p = choose(stage, slot, backend, precision, device)
+    label = f"{engine}-{p}" if engine else (None if p == "fp32" else f"torch-{p}")
+    if stage.runtime != label:
+        stage.use_runtime(onnx_of(stage) if engine else None, engine or "onnxruntime", p, cache_dir=openvino_cache())
+    return stage
+
+
+def _memo(stage: Stage, key, make):
+    """A value computed once per stage object (its ONNX export, its measured precision)."""
+    memo = stage.__dict__.setdefault("_engine_memo", {})
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def onnx_of(stage: Stage):
+    """The stage's ONNX model (a cached file or bytes), exported once per stage object."""
+    return _memo(stage, "onnx", lambda: onnx_model(stage, stage_digest(stage)))
 
 
 def cache_dir() -> Path | None:

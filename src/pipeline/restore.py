@@ -15,6 +15,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from stages.processors import KINDS
+
 from .io import IMAGE_EXTS, ImageError, list_images, save_png, to_gray, to_mask
 
 
@@ -68,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default=None, help="torch | openvino | onnx | auto (default: the checkpoint's)")
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
-    ap.add_argument("--damage", choices=("auto", "shape", "scratches"), default=None,
+    ap.add_argument("--damage", choices=KINDS, default=None,
                     help="what to detect: shape (one constant-gray shape: competition inputs), scratches "
                          "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's)")
     ap.add_argument("--no-progress", action="store_true")

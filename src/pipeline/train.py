@@ -31,6 +31,19 @@ log = logging.getLogger("pipeline.train")
 CONF_DIR = str((Path(__file__).parent / "conf").resolve())  # repo: a link to conf/; wheel: a copy
 
 
+def register_stage_schemas() -> None:
+    """Hydra's ``schema/<stage>`` configs: every constructor argument of each registered stage
+    with its default, read from the signature (the one home of a default). conf/stage/<stage>.yaml
+    puts it under ``model`` and holds overrides only; ``model.KEY=VALUE`` works for every key."""
+    from hydra.core.config_store import ConfigStore
+    cs = ConfigStore.instance()
+    for name, cls in STAGES.items():
+        cs.store(group="schema", name=name, node={"_target_": f"{cls.__module__}.{cls.__qualname__}", **cls.defaults()})
+
+
+register_stage_schemas()
+
+
 class TrainingError(RuntimeError):
     """A user-facing training failure, reported as one line."""
 
@@ -110,8 +123,8 @@ def save_grid(panels: list, path: Path, max_rows: int = 4) -> None:
 
 
 def load_upstream(path):
-    """An upstream folder -> a Pipeline (a single stage folder fills one slot)."""
-    from .pipeline import Pipeline, resolve_checkpoint
+    """An upstream folder -> a frozen Pipeline (a single stage folder fills its own slot)."""
+    from .pipeline import SLOT_STAGE, Pipeline, resolve_checkpoint
     if path is None:
         return None
     p = resolve_checkpoint(str(path))
@@ -119,10 +132,9 @@ def load_upstream(path):
         pipe = Pipeline.load(p)
     else:
         st = Stage.load(p)
-        slot = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize"}.get(st.name)
-        if slot is None:
+        if st.name not in SLOT_STAGE:
             raise TrainingError(f"upstream={path}: a {st.name!r} stage cannot feed this stage")
-        pipe = Pipeline(**{slot: st})
+        pipe = Pipeline(**{st.name: st})
     for s in pipe.stages.values():
         s.freeze()
     return pipe
@@ -130,15 +142,21 @@ def load_upstream(path):
 
 @torch.no_grad()
 def apply_upstream(batch: dict, upstream, stage_name: str) -> dict:
-    """Replace ground-truth-derived inputs by what frozen upstream stages produce."""
+    """Replace ground-truth-derived inputs by what frozen upstream stages produce, through the
+    path users run (``Pipeline.detect`` and ``Pipeline.fill``: the stages' own inference)."""
     if upstream is None or stage_name == "mask":
         return batch
     batch = dict(batch)
+    gray = batch["gray"]
+    g8 = list((gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8))
     if upstream.mask is not None:
-        m = upstream.mask.predict(batch["gray"]).float()
-        batch["mask"] = m
+        masks = upstream.detect(g8)
+    else:
+        masks = list(batch["mask"][:, 0].cpu().numpy() > 0.5)
+    batch["mask"] = torch.from_numpy(np.stack(masks)[:, None]).to(gray.device, gray.dtype)
     if stage_name == "colorize" and upstream.inpaint is not None:
-        batch["restored_gray"] = upstream.inpaint.predict(batch["gray"], batch["mask"])
+        filled = np.stack([upstream.fill(g, m) for g, m in zip(g8, masks)])[:, None]
+        batch["restored_gray"] = torch.from_numpy(filled).to(gray.device, gray.dtype) / 255
     return batch
 
 
@@ -217,7 +235,7 @@ def _build_stage(cfg: DictConfig, device: torch.device) -> Stage:
     if not isinstance(stage, STAGES[cfg.stage]):
         raise TrainingError(f"model._target_ builds a {type(stage).__name__}, stage={cfg.stage} "
                             f"needs a {STAGES[cfg.stage].__name__}")
-    if cfg.get("init_from"):
+    if cfg.init_from:
         _init_from(stage, cfg.init_from)
     stage.to(device)
     if cfg.trainer.channels_last:
@@ -279,16 +297,16 @@ class Trainer:
     def __init__(self, cfg: DictConfig):
         tc = self.tc = cfg.trainer
         self.cfg, self.out = cfg, Path(cfg.out_dir)
-        if tc.get("threads"):
+        if tc.threads:
             torch.set_num_threads(int(tc.threads))
         seed_everything(int(cfg.seed))
-        self.dist = Distributed(str(tc.get("strategy", "single")), select_device(str(tc.device)))
+        self.dist = Distributed(str(tc.strategy), select_device(str(tc.device)))
         self.device = device = self.dist.device
         self.precision = resolve_precision(str(tc.precision), device)
         self.main = self.dist.rank == 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.stage = _build_stage(cfg, device)
-        self.upstream = load_upstream(cfg.get("upstream"))
+        self.upstream = load_upstream(cfg.upstream)
         if self.upstream is not None:
             self.upstream.to(device)
         torch.manual_seed(int(cfg.seed) + self.dist.rank)
@@ -310,7 +328,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         skip = tc.nonfinite == "skip"
         auto = 1 if device.type == "cpu" else int(tc.log_every)
-        self.sync_every = 1 if skip else int(tc.get("sync_every") or auto)
+        self.sync_every = 1 if skip else int(tc.sync_every or auto)
         self.bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
         self.running = None
         self.saved_step = self.checked_step = self.step_no

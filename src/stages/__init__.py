@@ -10,12 +10,12 @@ import os
 # value already set wins. ``pipeline`` imports this package first for that reason.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from .base import Stage
-from .checkpoint import STAGES, CheckpointError, register_stage
+from .base import Stage, register_stage
+from .registry import STAGES, CheckpointError
 from .colorize import Colorizer
 from .inpaint import Inpainter
 from .mask import MaskDetector
-from .processors import MaskProcessor, TeleaPrefill
+from .processors import KINDS, MaskProcessor, TeleaPrefill
 
 __all__ = ["STAGES", "CheckpointError", "Stage", "register_stage", "MaskDetector", "Inpainter",
-           "Colorizer", "MaskProcessor", "TeleaPrefill"]
+           "Colorizer", "MaskProcessor", "TeleaPrefill", "KINDS"]

@@ -4,9 +4,13 @@ A stage is an ``nn.Module`` with a training ``loss(batch)``, validation ``metric
 inference ``predict(...)``, ``freeze()``/``unfreeze()`` and a folder checkpoint
 (``stages.checkpoint``). Its constructor arguments are its config: recorded once, when the
 subclass's ``__init__`` is called (as diffusers' ``register_to_config``), and written to
-config.yaml by ``save``. Each class sorts its keys into ``architecture`` (what the weights were
-built for), ``training`` (loss weights) and the rest, inference settings that may change after
-training (``Stage.set``).
+config.yaml by ``save``; the constructor's signature is the one home of every default. Each class
+sorts its keys into three sections: ``architecture`` (what the weights were built for),
+``inference`` (what its pre/post-processing reads; may change after training, ``Stage.set``, or
+per call) and ``training`` (loss weights).
+
+Each stage owns its whole inference in one method from arrays to arrays (``MaskDetector.detect``,
+``Inpainter.inpaint``, ``Colorizer.colorize``); ``pipeline.Pipeline`` only chains them.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .checkpoint import STAGES, CheckpointError, _plain, read_stage_config, read_weights, write_stage
-from .runtimes import RUNTIMES, export_onnx
+from .checkpoint import _plain, read_stage_config, read_weights, write_stage
+from .registry import STAGES, CheckpointError
+from .runtimes import RUNTIMES, TorchAutocast, export_onnx
 
 
 def _record_config(init):
@@ -38,6 +43,17 @@ def _record_config(init):
     return wrapper
 
 
+def register_stage(name: str):
+    """Class decorator: make a Stage subclass loadable from checkpoints under ``name``."""
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise TypeError(f"{cls!r} is not a Stage subclass")
+        cls.name = name
+        STAGES[name] = cls
+        return cls
+    return deco
+
+
 class Stage(nn.Module):
     """Base of every stage. Subclasses take their hyperparameters as ``__init__`` keyword
     arguments (recorded as ``self.config``, see the module docstring), call
@@ -47,6 +63,7 @@ class Stage(nn.Module):
 
     name: ClassVar[str] = ""
     architecture: ClassVar[tuple[str, ...]] = ()   # config keys that define the network's weights
+    inference: ClassVar[tuple[str, ...]] = ()      # config keys its inference reads (changeable)
     training: ClassVar[tuple[str, ...]] = ()       # config keys used only by ``loss``
 
     def __init_subclass__(cls, **kwargs):
@@ -67,7 +84,21 @@ class Stage(nn.Module):
     @classmethod
     def inference_settings(cls) -> list[str]:
         """Config keys that only steer inference (changeable without retraining)."""
-        return [k for k in cls.config_keys() if k not in cls.architecture and k not in cls.training]
+        return list(cls.inference)
+
+    @classmethod
+    def sections(cls) -> dict[str, tuple[str, ...]]:
+        """``{"architecture": keys, "inference": keys, "training": keys}``: every config key in one."""
+        return {"architecture": cls.architecture, "inference": cls.inference, "training": cls.training}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every config key with its default (the constructor's signature: their one home)."""
+        return {k: _plain(p.default) for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+
+    @classmethod
+    def check_setting(cls, key: str, value) -> None:
+        """Raise ``ValueError`` (one line) when ``value`` is not valid for ``key`` (default: any is)."""
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
@@ -84,6 +115,7 @@ class Stage(nn.Module):
             raise ValueError(f"{self.name}.{key} is {kind} setting: the weights were trained with "
                              f"{key}={self.config[key]!r}; retrain to change it (inference settings: "
                              f"{', '.join(self.inference_settings())})")
+        self.check_setting(key, value)
         self.config[key] = _plain(value)
 
     # ---------------------------------------------------------------- training interface
@@ -136,10 +168,13 @@ class Stage(nn.Module):
     net_in_channels: ClassVar[int] = 1
 
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.net(x)``, or the inference engine installed by ``use_runtime`` (CPU)."""
+        """``self.net(x)``, or what ``use_runtime`` installed: torch under autocast, or an
+        inference engine (CPU)."""
         rt = self.__dict__.get("_runtime")
         if rt is None:
             return self.net(x)
+        if isinstance(rt, TorchAutocast):
+            return rt(self.net, x)
         return torch.from_numpy(rt(x.detach().float().cpu().contiguous().numpy())).to(x.device)
 
     def export_onnx(self, path: str | os.PathLike | None = None) -> bytes:
@@ -151,21 +186,23 @@ class Stage(nn.Module):
     def use_runtime(self, model: bytes | str | os.PathLike | None, engine: str = "onnxruntime",
                     precision: str = "fp32", threads: int | None = None, cache_dir: str | None = None) -> "Stage":
         """Run the network through an inference engine on the CPU, or through torch again with
-        ``model=None``. ``model``: ONNX bytes from ``export_onnx`` or an ONNX file. ``engine``:
-        ``onnxruntime`` (fp32) or ``openvino`` (``precision`` fp32, or bf16 on CPUs with
-        AVX512-BF16/AMX; ``cache_dir``: OpenVINO's compiled-model cache). Inference only; the
-        torch weights stay as they are."""
+        ``model=None`` (under autocast when ``precision`` is bf16 or fp16). ``model``: ONNX bytes
+        from ``export_onnx`` or an ONNX file. ``engine``: ``onnxruntime`` (fp32) or ``openvino``
+        (``precision`` fp32, or bf16 on CPUs with AVX512-BF16/AMX; ``cache_dir``: OpenVINO's
+        compiled-model cache). Inference only; the torch weights stay as they are."""
         if model is not None and engine not in RUNTIMES:
             raise ValueError(f"unknown engine {engine!r} (engines: {', '.join(RUNTIMES)})")
         self.__dict__.pop("_runtime", None)
-        if model is not None:
+        if model is None and precision != "fp32":
+            self.__dict__["_runtime"] = TorchAutocast(precision)
+        elif model is not None:
             self.__dict__["_runtime"] = RUNTIMES[engine](model, precision, threads or torch.get_num_threads(),
                                                          cache_dir)
         return self
 
     @property
     def runtime(self) -> str | None:
-        """The engine running the network, e.g. ``"openvino-bf16"``, or None for torch."""
+        """What runs the network, e.g. ``"openvino-bf16"`` or ``"torch-bf16"``; None: torch, fp32."""
         rt = self.__dict__.get("_runtime")
         return None if rt is None else rt.label
 

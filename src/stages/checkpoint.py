@@ -1,4 +1,4 @@
-"""The stage checkpoint format, and the registry that maps its ``stage`` name to a class::
+"""The stage checkpoint format (the registry it looks names up in is ``stages.registry``)::
 
     stage_dir/config.yaml        {format: restore-stage/1, stage: <registry name>, config: {...}}
     stage_dir/model.safetensors  the state dict (fp32, or fp16 when saved with dtype=float16)
@@ -9,7 +9,6 @@ Files are written atomically (a temporary file and a rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,24 +16,9 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .registry import STAGES, CheckpointError, atomic_write_bytes  # noqa: F401  (re-exported)
+
 FORMAT = "restore-stage/1"
-STAGES: dict[str, type] = {}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, truncated, of another kind, or names an unknown stage."""
-
-
-def register_stage(name: str):
-    """Class decorator: make a Stage subclass loadable from checkpoints under ``name``."""
-    def deco(cls):
-        from .base import Stage
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise TypeError(f"{cls!r} is not a Stage subclass")
-        cls.name = name
-        STAGES[name] = cls
-        return cls
-    return deco
 
 
 def check_format(found, expected: str, where) -> None:
@@ -50,23 +34,6 @@ def check_format(found, expected: str, where) -> None:
     if int(version) > int(own_version):
         raise CheckpointError(f"{where}: format {found!r} was written by a newer restore-pipeline; "
                               f"this version reads up to {expected!r}: upgrade the package")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_stage_config(path: str | os.PathLike) -> dict:

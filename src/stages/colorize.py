@@ -16,11 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Stage
-from .checkpoint import register_stage
+from .base import Stage, register_stage
 from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
 from .metrics import hue_correlation
-from .nets import TTA_SIZES, build_unet, pad_to_multiple, tta_mean
+from .nets import TTA_SIZES, build_unet, gray_batch, pad_to_multiple, tiled, to_uint8, tta_mean
 
 AB_RANGE = 110.0
 HUE_BINS = 180
@@ -95,12 +94,18 @@ def ab_grid(bin_size: float) -> tuple[torch.Tensor, torch.Tensor, int]:
 class Colorizer(Stage):
     """Gray (B,1,H,W) in [0,1] -> ab logits (B,Q,H,W) or ab (B,2,H,W) (``mode``).
 
-    ``predict`` returns unclipped RGB (B,3,H,W) in [0,1]-ish; ``colorize`` returns the uint8
-    image whose PIL gray equals the input (``stages.color.gray8_ab_to_rgb8``).
+    ``colorize`` is the whole inference, what every caller runs: uint8 grays in, uint8 RGB out
+    whose PIL gray equals the input (``stages.color.gray8_ab_to_rgb8``). Inference settings:
+    ``work_size`` (colour is predicted at most at this size, then upsampled), ``tta`` (1/2/4/8:
+    average the logits over that many flips/transposes), ``temperature`` (annealed-mean decoding),
+    ``prior_shift`` (decoding: logits - shift * log(ab prior); > 0 brings back the rarer hues),
+    ``saturation`` (scales the predicted ab) and ``hole_saturation`` (scales it again on the
+    inpainted pixels: the network is less sure of a smooth fill than of the photo around it).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
                     "bin_size", "head_stride")
+    inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation")
     training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -109,7 +114,8 @@ class Colorizer(Stage):
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
                  hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head",
-                 hole_weight: float = 1.0):
+                 hole_weight: float = 1.0, hole_saturation: float = 1.0):
+        self.check_setting("hole_saturation", hole_saturation)
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         if hue_target not in ("head", "full"):
@@ -131,6 +137,12 @@ class Colorizer(Stage):
             torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
             torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
         self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
+
+    @classmethod
+    def check_setting(cls, key: str, value) -> None:
+        if key == "hole_saturation" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                         or not value >= 0):
+            raise ValueError(f"hole_saturation must be a number >= 0, got {value!r}")
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
@@ -184,7 +196,7 @@ class Colorizer(Stage):
             return out.float() * AB_RANGE
         t = self.config["temperature"] if temperature is None else temperature
         out = out.float().contiguous()
-        if self.config.get("prior_shift", 0.0):
+        if self.config["prior_shift"]:
             # The network over-predicts the common hues (browns, oranges): a small tilt of the
             # logits away from the training prior brings back greens, blues and purples.
             out = out - self.config["prior_shift"] * torch.log(self.prior.float().clamp(min=1e-6)).view(1, -1, 1, 1)
@@ -223,7 +235,7 @@ class Colorizer(Stage):
         if self.config["mode"] == "classification":
             cls = self.classes_of(ab)
             ce = F.cross_entropy(out, cls, reduction="none") * self.class_weights()[cls]
-            if self.config.get("hole_weight", 1.0) != 1.0 and "mask" in batch:
+            if self.config["hole_weight"] != 1.0 and "mask" in batch:
                 # the filled hole is smooth gray the network must not read as sky or foliage
                 hole = self._to_head(batch["mask"].float(), out)[:, 0]
                 ce = ce * (1 + (self.config["hole_weight"] - 1) * hole)
@@ -232,12 +244,12 @@ class Colorizer(Stage):
             if self.config["l1_weight"] > 0:
                 terms["l1_ab"] = F.smooth_l1_loss(self.decode(out, 1.0) / AB_RANGE, ab / AB_RANGE)
                 loss = loss + self.config["l1_weight"] * terms["l1_ab"]
-            if self.config.get("hue_weight", 0) > 0:
+            if self.config["hue_weight"] > 0:
                 small = self._to_head(gray.float(), out)
                 pred_rgb = gray_ab_to_rgb(small, self.decode(out) * self.config["saturation"])
                 # the metric counts every full-resolution pixel's hue; the head-grid average of the
                 # truth is smoother than that (fewer rare hues)
-                true_rgb = rgb if self.config.get("hue_target", "head") == "full" else gray_ab_to_rgb(small, ab)
+                true_rgb = rgb if self.config["hue_target"] == "full" else gray_ab_to_rgb(small, ab)
                 terms["hue"] = hue_correlation_loss(pred_rgb, true_rgb)
                 loss = loss + self.config["hue_weight"] * terms["hue"]
         else:
@@ -247,11 +259,11 @@ class Colorizer(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
-        """ab L1, the hue term C of the metric, and predicted/true chroma ratio."""
+        """ab L1, the hue term C of the metric (of ``colorize``'s images), and predicted/true chroma ratio."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
         ab_true = rgb_to_lab(rgb)[:, 1:]
         ab = self.predict_ab(gray)
-        imgs = self.colorize(gray, ab=ab)
+        imgs = self.colorize(list(to_uint8(gray)))
         gt = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         c = [hue_correlation(g, p) for g, p in zip(gt, imgs)]
         chroma = ab.norm(dim=1).mean() / ab_true.norm(dim=1).mean().clamp(min=1e-6)
@@ -260,10 +272,11 @@ class Colorizer(Stage):
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
-    def predict_ab(self, gray: torch.Tensor) -> torch.Tensor:
+    def predict_ab(self, gray: torch.Tensor, saturation: float | None = None) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,2,H,W) ab, computed at most at ``work_size`` (ab is
         smooth; the full-resolution gray carries the detail) and upsampled; ``tta`` (1/2/4/8)
-        averages the logits over that many flips/transposes; ``saturation`` scales the result."""
+        averages the logits over that many flips/transposes; ``saturation`` (None: the setting)
+        scales the result."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
@@ -271,27 +284,50 @@ class Colorizer(Stage):
             s = ws / max(h, w)
             x = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))),
                               mode="bilinear", align_corners=False, antialias=True)
-        out = tta_mean(self, (x,), int(self.config.get("tta", 1)))
-        ab = self.decode(out) * self.config["saturation"]
+        out = tta_mean(self, (x,), int(self.config["tta"]))
+        ab = self.decode(out) * (self.config["saturation"] if saturation is None else saturation)
         if ab.shape[-2:] != (h, w):
             ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
         return ab
 
     @torch.inference_mode()
-    def predict(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,1,H,W) gray in [0,1] -> (B,3,H,W) RGB (unclipped; combine with the gray next)."""
-        ab = self.predict_ab(gray) if ab is None else ab
-        return gray_ab_to_rgb(gray, ab)
+    def colorize(self, grays: list, holes: list | None = None, *, saturation: float | None = None,
+                 hole_saturation: float | None = None, tile: tuple[int, int] = (1024, 128)) -> list[np.ndarray]:
+        """Same-size (H,W) uint8 grays (one batch) -> (H,W,3) uint8 RGB each, whose PIL gray
+        equals the gray (±1). ``holes``: (H,W) bool masks of the inpainted pixels (or None),
+        whose colour ``hole_saturation`` scales. ``saturation`` / ``hole_saturation``: this
+        call's values (None: the settings). ``tile``: (size, overlap) of the tiles a full-size
+        pass runs in (``work_size`` None)."""
+        x = gray_batch(grays, self.device)
+        fn = lambda t: self.predict_ab(t, saturation)  # noqa: E731
+        ab = fn(x) if self.config["work_size"] else tiled(fn, x, *tile)
+        hs = self.config["hole_saturation"] if hole_saturation is None else hole_saturation
+        self.check_setting("hole_saturation", hs)
+        out = []
+        for g, a, m in zip(grays, ab, holes if holes is not None else [None] * len(grays)):
+            if m is not None and hs != 1.0:
+                a = _scale_inside(a, np.asarray(m, bool), hs)
+            out.append(gray8_ab_to_rgb8(g, a))
+        return out
 
-    def colorize(self, gray: torch.Tensor, ab: torch.Tensor | None = None) -> np.ndarray:
-        """(B,1,H,W) gray in [0,1] -> (B,H,W,3) uint8 RGB whose PIL gray equals the input."""
-        ab = self.predict_ab(gray) if ab is None else ab
-        g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
-        return np.stack([gray8_ab_to_rgb8(g, a) for g, a in zip(g8, ab)])
+    @torch.inference_mode()
+    def predict(self, gray: torch.Tensor) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] -> (B,3,H,W) RGB in [0,1]: ``colorize`` of its uint8 rounding."""
+        imgs = np.stack(self.colorize(list(to_uint8(gray))))
+        return torch.from_numpy(imgs).permute(0, 3, 1, 2).to(gray.device, torch.float32) / 255
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
         """Panels: gray | true colour | predicted colour, each (B,3,H,W) in [0,1]."""
         gray = batch.get("restored_gray", batch["target_gray"])
-        out = torch.from_numpy(self.colorize(gray)).permute(0, 3, 1, 2).float() / 255
-        return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), out.to(gray.device)]
+        return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), self.predict(gray)]
+
+
+def _scale_inside(ab: torch.Tensor, mask: np.ndarray, factor: float) -> torch.Tensor:
+    """(2,H,W) ab times ``factor`` where the (H,W) mask is set (in place, within its bounding box)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows):
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        inside = torch.from_numpy(np.ascontiguousarray(mask[box[1:]])).to(ab.device)
+        ab[box] = torch.where(inside, ab[box] * factor, ab[box])
+    return ab

@@ -1,15 +1,16 @@
 """Inpainter: fill the damaged region of a gray image; pixels outside the mask are kept."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
+from scipy import ndimage
 
-from .base import Stage
-from .checkpoint import register_stage
+from .base import Stage, register_stage
 from .color import fp32
 from .fourier import add_fourier_blocks
-from .nets import TTA_SIZES, build_unet, grow, pad_to_multiple, shrink, tta_mean
+from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import TeleaPrefill
 
 
@@ -24,8 +25,12 @@ class Inpainter(Stage):
     The output is ``mask * prediction + (1 - mask) * gray``.
     ``fourier_blocks`` > 0 adds that many LaMa-style Fourier convolution blocks (``stages.fourier``)
     on encoder feature ``fourier_level`` (stride 2^level): a receptive field of the whole image,
-    for periodic structure across large holes. ``tta`` (1/2/4/8): at inference, average the
-    prediction over that many flips/transposes of the input.
+    for periodic structure across large holes.
+    ``inpaint`` is the whole inference, what every caller runs. Inference settings: ``context``
+    (pixels of surroundings the network sees around the damaged region), ``work_size`` (the
+    network runs at most at this size; None: full size, tiled), ``tta`` (1/2/4/8: average the
+    prediction over that many flips/transposes), ``dilate`` and ``telea_radius`` (the mask grown
+    and the Telea prefill, as in training).
     Loss: L1 weighted towards the hole + ``ssim_weight * (1 - SSIM)`` of the composite
     + ``hole_ssim_weight * (1 - hole SSIM)``, where the hole SSIM is the competition's M term
     on gray: SSIM over the hole's pixels in raster order, as one 1-D signal with a 7-wide window
@@ -35,14 +40,15 @@ class Inpainter(Stage):
     net_in_channels = 2  # prefilled gray, mask
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "prefill",
                     "fourier_blocks", "fourier_level")
+    inference = ("dilate", "work_size", "telea_radius", "tta", "context")
     training = ("hole_weight", "valid_weight", "ssim_weight", "hole_ssim_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
                  dilate: int = 0, work_size: int | None = None, prefill: str = "telea",
-                 telea_radius: int = 3, hole_ssim_weight: float = 0.0, fourier_blocks: int = 0,
-                 fourier_level: int = 3, tta: int = 1):
+                 telea_radius: int = TeleaPrefill.radius, hole_ssim_weight: float = 0.0, fourier_blocks: int = 0,
+                 fourier_level: int = 3, tta: int = 1, context: int = 64):
         if prefill not in ("telea", "constant"):
             raise ValueError(f"prefill must be 'telea' or 'constant', got {prefill!r}")
         if tta not in TTA_SIZES:
@@ -95,7 +101,7 @@ class Inpainter(Stage):
         if m.shape != mask.shape:
             m = (m > 0).to(gray.dtype)
             g = g * (1 - m) + 0.5 * m   # keep fill-value bleed out of the small copy
-        pred = grow(tta_mean(self._predict_full, (g, self._grow(m)), int(self.config.get("tta", 1))), gray.shape[-2:])
+        pred = grow(tta_mean(self._predict_full, (g, self._grow(m)), int(self.config["tta"])), gray.shape[-2:])
         return mask * pred + (1 - mask) * gray
 
     def loss(self, batch: dict) -> dict:
@@ -114,7 +120,7 @@ class Inpainter(Stage):
         loss = (self.config["hole_weight"] * hole + self.config["valid_weight"] * valid
                 + self.config["ssim_weight"] * (1 - s))
         terms = {"l1_hole": hole.detach(), "l1_valid": valid.detach(), "ssim": s.detach()}
-        if self.config.get("hole_ssim_weight", 0) > 0:
+        if self.config["hole_ssim_weight"] > 0:
             hs = fp32(hole_ssim)(pred.float(), target.float(), mask)
             loss = loss + self.config["hole_ssim_weight"] * (1 - hs)
             terms["hole_ssim"] = hs.detach()
@@ -131,9 +137,38 @@ class Inpainter(Stage):
         return {"l1_hole": float(l1), "psnr_hole": float(10 * torch.log10(1 / mse.clamp(min=1e-10)))}
 
     @torch.inference_mode()
+    def inpaint(self, gray: np.ndarray, mask: np.ndarray, *, context: int | None = None,
+                tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+        """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
+        Only a window around the damage (plus ``context`` pixels; None: the setting) goes through
+        the network; ``tile``: (size, overlap) of the tiles a full-size pass runs in."""
+        if not mask.any():
+            return gray.copy()
+        c = self.config["context"] if context is None else int(context)
+        grown = ndimage.binary_dilation(mask, iterations=1) if mask.sum() < 4 else mask
+        ys, xs = np.flatnonzero(grown.any(1)), np.flatnonzero(grown.any(0))
+        y0, y1 = max(0, ys[0] - c), min(gray.shape[0], ys[-1] + 1 + c)
+        x0, x1 = max(0, xs[0] - c), min(gray.shape[1], xs[-1] + 1 + c)
+        region = mask[y0:y1, x0:x1]
+        g, m = gray_batch([gray[y0:y1, x0:x1], region.astype(np.uint8) * 255], self.device).split(1)
+        if self.config["work_size"]:
+            out = self.composite(g, m)
+        else:
+            out = tiled(lambda t: self.composite(t[:, :1], t[:, 1:]), torch.cat([g, m], 1), *tile)
+        patch = np.clip(np.rint(out[0, 0].float().cpu().numpy() * 255), 0, 255).astype(np.uint8)
+        result = gray.copy()
+        result[y0:y1, x0:x1][region] = patch[region]
+        return result
+
+    @torch.inference_mode()
     def predict(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Composited gray (B,1,H,W) in [0,1]; identical to ``gray`` where ``mask`` is 0."""
-        return self.composite(gray, mask.to(gray.dtype)).float().clamp(0, 1)
+        """(B,1,H,W) gray in [0,1] + (B,1,H,W) mask -> (B,1,H,W) in [0,1]: ``inpaint`` on the
+        uint8 rounding of each image; identical to ``gray`` where ``mask`` is 0."""
+        g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
+        m = (mask[:, 0] > 0.5).cpu().numpy()
+        out = np.stack([self.inpaint(g, k) for g, k in zip(g8, m)])
+        filled = torch.from_numpy(out).to(gray.device, torch.float32)[:, None] / 255
+        return torch.where(mask > 0.5, filled, gray.float())
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:

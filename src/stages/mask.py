@@ -1,4 +1,5 @@
-"""MaskDetector: where is the damage? A binary UNet on the damaged gray image."""
+"""MaskDetector: where is the damage? A binary UNet on the damaged gray image, and the whole
+detection around it (``detect``: work size, threshold, the kind of damage, post-processing)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,38 +7,40 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from .base import Stage
-from .checkpoint import register_stage
+from .base import Stage, register_stage
 from .metrics import mask_iou_f1
-from .nets import build_unet, grow, pad_to_multiple, shrink
-from .processors import MaskProcessor
+from .nets import build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled
+from .processors import KINDS, MaskProcessor
+
+_P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
 
 
 @register_stage("mask")
 class MaskDetector(Stage):
-    """Damaged gray (B,1,H,W) in [0,1] -> mask logits (B,1,H,W).
+    """Damaged gray (B,1,H,W) in [0,1] -> mask logits (B,1,H,W). Loss: BCE + Dice.
 
-    Loss: BCE + Dice. ``predict`` runs the network at most at ``work_size`` (the mask is a
-    smooth shape), upsamples the probability, thresholds it and post-processes it at full
-    resolution with ``processor`` (``stages.processors.MaskProcessor``: ``refine`` snaps the mask
-    to a constant fill in [0, ``max_fill``], ``keep_largest`` keeps one component,
-    ``fill_holes`` fills it). As the pipeline's ``scratch`` detector (``kind`` scratches),
-    ``min_damage`` is the least share of the image its findings must cover for ``damage="auto"``
-    to call a photo damaged at all (the first rule: leave undamaged photos alone); ``min_shape``
-    the least share a constant-fill prediction must cover for ``auto`` to take it as a
-    competition shape (a few dark pixels of a clipped shadow are not one).
+    ``detect`` is the whole inference, what every caller runs (the Pipeline, ``upstream=``
+    training, ``metrics``). Inference settings: ``threshold`` on the probability; ``work_size``
+    (the network sees the gray shrunk to at most this; a competition shape is smooth) and
+    ``detail_size`` (the same for the scratch path; None: full size, tiled); ``kind``, the damage
+    looked for when the caller names none; the post-processing of ``stages.processors.MaskProcessor``
+    (``refine``, ``refine_band``, ``max_fill``, ``keep_largest``, ``fill_holes``, ``min_region``,
+    ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
+    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
+    inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
+                 "kind", "min_region", "detail_size", "min_damage", "min_shape")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 32, 16, 8), encoder_weights: str | None = None,
                  bce_weight: float = 1.0, dice_weight: float = 1.0, threshold: float = 0.5,
-                 keep_largest: bool = True, fill_holes: bool = True, work_size: int | None = None,
-                 refine: bool = True, refine_band: int = 6, max_fill: int = 100, kind: str = "shape",
-                 min_region: int = 0, detail_size: int | None = None, min_damage: float = 0.0,
-                 min_shape: float = 0.0):
+                 keep_largest: bool = _P.keep_largest, fill_holes: bool = _P.fill_holes, work_size: int | None = None,
+                 refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
+                 kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
+                 min_damage: float = 0.0, min_shape: float = _P.min_shape):
         super().__init__()
         MaskProcessor(kind=kind)  # validates the kind
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
@@ -60,11 +63,12 @@ class MaskDetector(Stage):
 
     @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
-        """Mean IoU and F1 of the post-processed prediction."""
+        """Mean IoU and F1 of ``detect``'s masks."""
         pred = self.predict(batch["gray"]).cpu().numpy()
         iou, f1 = zip(*(mask_iou_f1(t[0].cpu().numpy() > 0.5, p[0]) for t, p in zip(batch["mask"], pred)))
         return {"iou": float(np.mean(iou)), "f1": float(np.mean(f1))}
 
+    # ----------------------------------------------------------------- inference
     @torch.inference_mode()
     def probabilities(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage probability (network at ``work_size``)."""
@@ -75,36 +79,64 @@ class MaskDetector(Stage):
         """The same at ``detail_size`` (None: full resolution), for thin scratches."""
         return grow(torch.sigmoid(self(shrink(gray, self.config["detail_size"])).float()), gray.shape[-2:])
 
-    @property
-    def needs_detail(self) -> bool:
-        """Whether scratch-like damage gets a second pass at another size than ``work_size``."""
-        return self.config["kind"] != "shape" and self.config["detail_size"] != self.config["work_size"]
+    @torch.inference_mode()
+    def detect(self, grays: list, damage: str | None = None, *, scratch: MaskDetector | None = None,
+               tile: tuple[int, int] = (1024, 128)) -> list[np.ndarray]:
+        """Same-size (H,W) uint8 grays -> one (H,W) bool mask each (the grays: one batch).
+
+        ``damage``: ``shape`` (one constant-gray shape, the competition's: the network at
+        ``work_size``, snapped to the fill, one region, holes filled); ``scratches`` (old-photo
+        scratches, cracks, spots, tears: ``scratch``'s network at its ``detail_size``, small
+        regions dropped); ``auto`` (``shape`` where the prediction covers a constant fill of at
+        least ``min_shape`` of the image, else ``scratches``, kept only when it covers at least
+        ``scratch``'s ``min_damage``); None: this detector's ``kind``. ``scratch``: the detector of
+        the scratch path (a pipeline's ``scratch`` slot; default this one). ``tile``: (size,
+        overlap) of the tiles a full-resolution pass runs in.
+        """
+        damage = damage or self.config["kind"]
+        if damage not in KINDS:
+            raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {damage!r}")
+        scratch = scratch if scratch is not None else self
+        post = self.processor(damage)
+        if damage == "scratches":
+            return [scratch.find_scratches(g, tile=tile) for g in grays]
+        x = gray_batch(grays, self.device)
+        prob = self.probabilities(x) if self.config["work_size"] else tiled(self.probabilities, x, *tile)
+        masks = []
+        for p, g in zip(prob[:, 0].float().cpu().numpy(), grays):
+            m = p > self.config["threshold"]
+            kind = post.kind_of(m, g)
+            masks.append(post(m, g, kind) if kind == "shape" else scratch.find_scratches(g, damage == "auto", tile))
+        return masks
+
+    @torch.inference_mode()
+    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+        """(H,W) uint8 gray -> (H,W) bool old-photo damage: the network at ``detail_size``,
+        thresholded, small regions dropped; ``gate``: nothing unless it covers at least
+        ``min_damage`` of the image."""
+        x = gray_batch([gray], self.device)
+        fn = self.detail_probabilities
+        prob = fn(x) if self.config["detail_size"] else tiled(fn, x, *tile)
+        m = self.processor("scratches")(prob[0, 0].float().cpu().numpy() > self.config["threshold"], gray, "scratches")
+        if gate and m.mean() < self.config["min_damage"]:
+            return np.zeros_like(m)
+        return m
 
     @torch.inference_mode()
     def predict(self, gray: torch.Tensor) -> torch.Tensor:
-        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) bool mask (post-processed; scratch-like damage
-        re-detected at ``detail_size``)."""
-        thr, post = self.config["threshold"], self.processor
-        masks = (self.probabilities(gray) > thr).cpu().numpy()
-        g8 = (gray.float().cpu().numpy() * 255).round().astype(np.uint8)
-        out = []
-        for i, (m, g) in enumerate(zip(masks, g8)):
-            kind = post.kind_of(m[0], g[0])
-            if kind == "scratches" and self.needs_detail:
-                m = (self.detail_probabilities(gray[i:i + 1])[0] > thr).cpu().numpy()
-            out.append(post(m[0], g[0], kind)[None])
-        return torch.from_numpy(np.stack(out)).to(gray.device)
+        """(B,1,H,W) gray in [0,1] -> (B,1,H,W) bool: ``detect`` on its uint8 rounding."""
+        g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
+        return torch.from_numpy(np.stack(self.detect(list(g8)))[:, None]).to(gray.device)
 
-    @property
-    def processor(self) -> "MaskProcessor":
-        """The post-processing of a thresholded mask (from this stage's inference settings)."""
+    def processor(self, kind: str | None = None) -> MaskProcessor:
+        """The post-processing of a thresholded mask, from this stage's inference settings."""
         c = self.config
         return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"],
-                             c["kind"], c["min_region"], c["min_shape"])
+                             kind or c["kind"], c["min_region"], c["min_shape"])
 
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
-        """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: ``self.processor(mask, gray)``."""
-        return self.processor(mask, gray)
+        """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: the post-processing of ``kind``."""
+        return self.processor()(mask, gray)
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:

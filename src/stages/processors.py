@@ -1,5 +1,7 @@
-"""Pre- and post-processing around the networks: plain array code, no weights. The Pipeline and
-the training data workers call these; a stage's ``forward`` is its network only.
+"""Pre- and post-processing around the networks: plain array code, no weights. Each stage's
+inference method calls its own (``MaskDetector.detect``, ``Inpainter.inpaint``); the training
+data workers call ``TeleaPrefill`` too. A dataclass's field defaults are those settings' defaults
+(the stage constructors refer to them).
 
 - ``MaskProcessor``: a thresholded damage mask -> the final mask (snap to a constant fill, keep
   one region, fill holes).
@@ -15,7 +17,7 @@ import torch
 
 from .regions import fill_holes, label4
 
-KINDS = ("shape", "scratches", "auto")
+KINDS = ("auto", "shape", "scratches")  # the damage a detector looks for: the one list (CLI, app, stages)
 
 
 @dataclass(frozen=True)

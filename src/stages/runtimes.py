@@ -1,8 +1,9 @@
-"""CPU inference engines a stage's network can run in instead of torch (``Stage.use_runtime``):
-ONNX Runtime (fp32) and OpenVINO (fp32/bf16). Each takes ONNX (bytes or a file) and maps a
-(B,C,H,W) float32 array to the network's output array."""
+"""What runs a stage's network (``Stage.use_runtime``): torch under autocast (bf16/fp16), or a CPU
+inference engine, ONNX Runtime (fp32) or OpenVINO (fp32/bf16). The engines take ONNX (bytes or a
+file) and map a (B,C,H,W) float32 array to the network's output array."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -11,7 +12,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
+from .registry import atomic_write_bytes
+
+
+def autocast(device: torch.device, precision: str):
+    """A context manager running the enclosed ops in ``precision`` (fp32 = no autocast)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class TorchAutocast:
+    """torch itself, under autocast in ``precision`` (bf16, or fp16 on CUDA): a module and a
+    tensor in, its output out."""
+
+    def __init__(self, precision: str):
+        if precision not in ("bf16", "fp16"):
+            raise ValueError(f"torch autocast runs bf16 or fp16, not {precision}")
+        self.precision, self.label = precision, f"torch-{precision}"
+
+    def __call__(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, self.precision):
+            return net(x)
 
 
 def export_onnx(net: nn.Module, in_channels: int, path: str | os.PathLike | None = None) -> bytes:
