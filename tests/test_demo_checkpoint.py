@@ -14,6 +14,8 @@ def test_demo_is_shipped_small_and_complete():
     pipe = Pipeline.load("demo")
     assert isinstance(pipe.mask, MaskDetector) and isinstance(pipe.inpaint, Inpainter)
     assert isinstance(pipe.colorize, Colorizer)
+    # written before context and hole_saturation moved into the stages: upgraded on load
+    assert pipe.inpaint.config["context"] == 64 and pipe.colorize.config["hole_saturation"] == 0.6
 
 
 def test_demo_restores_a_damaged_sample_with_colour():
