@@ -89,6 +89,25 @@ def test_a_decompression_bomb_is_refused(client, monkeypatch):
     assert r.status_code == 400 and "too large" in r.json()["detail"]
 
 
+def test_reference_photos_give_the_hole_its_true_content(client):
+    import base64
+
+    from pipeline.data import SAMPLES_DIR
+    truth = np.asarray(Image.open(sorted(SAMPLES_DIR.glob("*.jpg"))[2]).convert("RGB"))[:256, 64:320]
+    gray, mask = pil_gray(truth).copy(), np.zeros((256, 256), np.uint8)
+    mask[60:100, 70:130] = 255
+    gray[mask > 0] = 30
+    files = [("image", ("x.png", _png(gray))), ("mask", ("m.png", _png(mask))),
+             ("references", ("same.png", _png(truth))), ("references", ("other.png", _png(colourful(64, 64, 3))))]
+    out = client.post("/api/restore/full", files=files)
+    assert out.status_code == 200
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(out.json()["gray"].split(",")[1]))))
+    assert np.array_equal(got, pil_gray(truth))
+    plain = client.post("/api/restore/full", files=files[:2]).json()["gray"]
+    guess = np.asarray(Image.open(io.BytesIO(base64.b64decode(plain.split(",")[1]))))
+    assert not np.array_equal(guess[mask > 0], pil_gray(truth)[mask > 0])  # without them: a guess
+
+
 def test_two_requests_at_once_do_not_mix(client):
     images = [_damaged(s) for s in (3, 4)]
     want = [client.post("/api/restore", files={"image": ("i.png", _png(g))}, data={"saturation": str(s)}).content

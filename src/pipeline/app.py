@@ -13,15 +13,18 @@ to test in a browser, and the API is the same routes the page uses:
 
 - ``POST /api/restore``: multipart ``image`` (any format/size the library reads), optional
   ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
-  (``auto``, ``shape``, ``scratches``) -> the restored PNG. ``/api/restore/full`` returns JSON
+  (``auto``, ``shape``, ``scratches``), ``references`` (any number of colour photos of the same
+  scene; a verified one gives the hole's content and the colour) -> the restored PNG. ``/api/restore/full`` returns JSON
   with the image, the inpainted gray and the mask as PNG data URLs; ``/api/detect`` the mask PNG.
 - A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
   one restore at a time (a lock), so two at once never mix their results or settings.
 """
 import argparse
 import base64
+import hashlib
 import io
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import List, Optional
@@ -53,6 +56,25 @@ class Restorer:
     def __init__(self, pipe, max_upload_mb: float = MAX_UPLOAD_MB):
         self.pipe, self.max_bytes = pipe, int(max_upload_mb * 2 ** 20)
         self.lock = threading.Lock()
+        self._refs: tuple = (None, None, None)  # digest of the uploaded references, their Library, their folder
+
+    def references(self, uploads: list):
+        """Uploaded reference photos -> a ``Library`` (None for none), indexed once per set of files.
+        A file that is no usable colour photo is left out (it cannot be a reference)."""
+        uploads = [(n, d) for n, d in uploads if d]
+        if not uploads:
+            return None
+        digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for _, d in uploads)).hexdigest()
+        if self._refs[0] != digest:
+            from .references import Library
+            tmp = tempfile.TemporaryDirectory(prefix="restore-refs-")  # kept while these are the references
+            for i, (name, data) in enumerate(uploads):
+                if len(data) > self.max_bytes:
+                    raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
+                                     f"{self.max_bytes / 2 ** 20:.0f} MB limit")
+                (Path(tmp.name) / f"{i:04d}{Path(name).suffix.lower() or '.png'}").write_bytes(data)
+            self._refs = (digest, Library.build([tmp.name]), tmp)
+        return self._refs[1]
 
     def read(self, data: bytes, name: str) -> np.ndarray:
         """Upload bytes -> (H,W) uint8 gray; ``ImageError`` (one line) when unusable."""
@@ -64,7 +86,7 @@ class Restorer:
         return to_gray(open_bytes(data, name))
 
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
-                damage: Optional[str] = None):
+                damage: Optional[str] = None, references: Optional[list] = None):
         """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request."""
         gray = self.read(image, "image")
         m = to_mask(self.read(mask, "mask"), gray.shape, name="mask upload") if mask else None
@@ -73,8 +95,9 @@ class Restorer:
         if saturation is not None and not 0 <= saturation <= 2:
             raise ValueError(f"saturation: must be within 0..2, got {saturation}")
         with self.lock:  # one restore at a time: the engines and their caches are shared
+            refs = self.references(references or [])
             return self.pipe.restore(gray, mask=m, return_intermediates=True, damage=damage,
-                                     saturation=None if saturation is None else float(saturation))
+                                     saturation=None if saturation is None else float(saturation), references=refs)
 
     def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
         gray = self.read(image, "image")
@@ -85,9 +108,27 @@ class Restorer:
         return Image.fromarray(m.astype(np.uint8) * 255, "L")
 
 
+def _run(fn, *args):
+    """``fn(*args)``; a bad request becomes an HTTP 4xx with one line."""
+    from fastapi import HTTPException
+    try:
+        return fn(*args)
+    except (ImageError, ValueError) as e:
+        code = 413 if "over the" in str(e) else 400
+        raise HTTPException(code, str(e).splitlines()[0]) from None
+
+
+def _body(f) -> Optional[bytes]:
+    return f.file.read() if f is not None else None
+
+
+def _bodies(fs) -> list:
+    return [(f.filename or "reference", f.file.read()) for f in fs or []]
+
+
 def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB):
     """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``)."""
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     if pipe is None:
@@ -103,16 +144,6 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
             return JSONResponse({"detail": f"request of {int(length) / 2 ** 20:.1f} MB is over the limit"}, 413)
         return await call_next(request)
 
-    def run(fn, *args):
-        try:
-            return fn(*args)
-        except (ImageError, ValueError) as e:
-            code = 413 if "over the" in str(e) else 400
-            raise HTTPException(code, str(e).splitlines()[0]) from None
-
-    def body(f: Optional[UploadFile]) -> Optional[bytes]:
-        return f.file.read() if f is not None else None
-
     @app.get("/", response_class=HTMLResponse)
     def page():
         return PAGE.read_text()
@@ -125,20 +156,22 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
 
     @app.post("/api/restore")
     def restore(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
-                saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None)):
-        res = run(r.restore, body(image), body(mask), saturation, damage)
+                saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
+                references: Optional[List[UploadFile]] = File(None)):
+        res = _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references))
         return Response(_png(res.image), media_type="image/png")
 
     @app.post("/api/restore/full")
     def restore_full(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
-                     saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None)):
-        res = run(r.restore, body(image), body(mask), saturation, damage)
+                     saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
+                     references: Optional[List[UploadFile]] = File(None)):
+        res = _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references))
         return {"image": _data_url(res.image), "gray": _data_url(res.gray), "mask": _data_url(res.mask),
                 "damaged_fraction": float(np.asarray(res.mask).mean() / 255)}
 
     @app.post("/api/detect")
     def detect(image: UploadFile = File(...), damage: Optional[str] = Form(None)):
-        return Response(_png(run(r.detect, body(image), damage)), media_type="image/png")
+        return Response(_png(_run(r.detect, _body(image), damage)), media_type="image/png")
 
     return app
 

@@ -179,20 +179,22 @@ class Pipeline:
         masks = self._ready("mask").detect(grays, damage or self.damage, scratch=scratch, tile=self._tile)
         return masks if isinstance(gray, list) else masks[0]
 
-    def fill(self, gray, mask):
+    def fill(self, gray, mask, reference=None):
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8 gray, equal to ``gray`` outside the
-        mask: ``Inpainter.inpaint``."""
+        mask: ``Inpainter.inpaint`` (``reference``: an aligned ``stages.Reference``, or None)."""
         if not mask.any():
             return gray.copy()
-        return self._ready("inpaint").inpaint(gray, mask, tile=self._tile)
+        return self._ready("inpaint").inpaint(gray, mask, tile=self._tile, reference=reference)
 
-    def color(self, gray, mask=None, saturation: float | None = None):
+    def color(self, gray, mask=None, saturation: float | None = None, reference=None):
         """(H,W) uint8 gray (+ (H,W) bool mask of the inpainted pixels) -> (H,W,3) uint8 RGB whose
         PIL gray equals ``gray`` (±1); lists of same-size grays and masks run as one batch:
-        ``Colorizer.colorize``. ``saturation``: this call's colour strength (None: the setting)."""
+        ``Colorizer.colorize``. ``saturation``: this call's colour strength (None: the setting);
+        ``reference``: an aligned ``stages.Reference`` (a list: one per gray), or None."""
         grays = gray if isinstance(gray, list) else [gray]
         holes = mask if isinstance(mask, list) else [mask] * len(grays)
-        out = self._ready("colorize").colorize(grays, holes, saturation=saturation, tile=self._tile)
+        refs = reference if isinstance(reference, list) else [reference] * len(grays)
+        out = self._ready("colorize").colorize(grays, holes, saturation=saturation, tile=self._tile, references=refs)
         return out if isinstance(gray, list) else out[0]
 
     @property
@@ -200,32 +202,40 @@ class Pipeline:
         return self.tile_size, self.tile_overlap
 
     def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
-                saturation: float | None = None):
+                saturation: float | None = None, references=None):
         """Restore one image: a path, PIL image or uint8 array of any size and mode (colour input
         is reduced to its gray first). ``mask``: optional (path/PIL/array, nonzero = damaged, same
         size), skips detection. ``damage`` and ``saturation``: as in ``detect`` and ``color``.
-        Returns a PIL RGB image of the input's size, or with ``return_intermediates=True`` a
-        ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
+        ``references``: photos of the same scene (a ``pipeline.references.Library``, an index
+        file or a folder): a verified match gives the hole's content and the colour where it
+        covers. Returns a PIL RGB image of the input's size, or with ``return_intermediates=True``
+        a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
         gray = to_gray(img)
-        r = self.restore_many([gray], [to_mask(mask, gray.shape) if mask is not None else None], damage, saturation)[0]
+        r = self.restore_many([gray], [to_mask(mask, gray.shape) if mask is not None else None], damage, saturation,
+                              references)[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,
-                     saturation: float | None = None) -> list:
+                     saturation: float | None = None, references=None) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
         (detect). Returns ``Restoration`` objects in order."""
         masks = list(masks or [None] * len(grays))
         todo = [i for i, m in enumerate(masks) if m is None]
         for i, m in zip(todo, self.detect([grays[i] for i in todo], damage) if todo else []):
             masks[i] = m
-        filled = [self.fill(g, m) for g, m in zip(grays, masks)]
-        images = self.color(filled, masks, saturation)
+        lib = None
+        if references is not None:
+            from .references import open_library
+            lib = open_library(references)
+        refs = [lib.match(g, m) if lib is not None else None for g, m in zip(grays, masks)]
+        filled = [self.fill(g, m, r) for g, m, r in zip(grays, masks, refs)]
+        images = self.color(filled, masks, saturation, refs)
         return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype("uint8") * 255, "L"),
                             gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
 
     def __call__(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
-                 saturation: float | None = None):
-        return self.restore(img, mask, return_intermediates, damage, saturation)
+                 saturation: float | None = None, references=None):
+        return self.restore(img, mask, return_intermediates, damage, saturation, references)
 
 
 OPTIONS = tuple(k for k in inspect.signature(Pipeline.__init__).parameters

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--damage", choices=KINDS, default=None,
                     help="what to detect: shape (one constant-gray shape: competition inputs), scratches "
                          "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's)")
+    ap.add_argument("--references", metavar="DIR_OR_INDEX",
+                    help="photos of the same scenes: a folder (indexed once, cached) or an index from "
+                         "python -m pipeline.references build; a verified match gives the hole's content and colour")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -82,9 +85,10 @@ class _Album:
     releases the GIL, so encoding overlaps the next batch). A failed image or batch is reported
     on one line and counted; the others go on."""
 
-    def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None):
+    def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None,
+                 references=None):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
-        self.damage = damage
+        self.damage, self.references = damage, references
         self.groups: dict[tuple, list] = defaultdict(list)
         self.saver = ThreadPoolExecutor(max_workers=1)
         self.saving: list = []
@@ -110,7 +114,8 @@ class _Album:
         if not items:
             return
         try:
-            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items], self.damage)
+            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items], self.damage,
+                                             references=self.references)
         except Exception as e:  # a failure of one batch must not lose the others
             for p, _, _ in items:
                 self.fail(f"{p}: restore failed ({type(e).__name__}: {e})")
@@ -165,13 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = {k: v for k, v in (("precision", args.precision), ("backend", args.backend)) if v}
         pipe = Pipeline.load(args.checkpoint, device=select_device(args.device), **opts)
+        refs = None
+        if args.references:
+            from .references import open_library
+            refs = open_library(args.references)
     except (CheckpointError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
-    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar, args.damage)
+    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar, args.damage, refs)
     album.failed = len(errors)
     for p in paths:  # read lazily, restored in batches of one size
         try:

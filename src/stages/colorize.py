@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
+from .processors import Reference
 from .metrics import hue_correlation
 from .nets import TTA_SIZES, build_unet, gray_batch, pad_to_multiple, tiled, to_uint8, tta_mean
 
@@ -292,22 +293,25 @@ class Colorizer(Stage):
 
     @torch.inference_mode()
     def colorize(self, grays: list, holes: list | None = None, *, saturation: float | None = None,
-                 hole_saturation: float | None = None, tile: tuple[int, int] = (1024, 128)) -> list[np.ndarray]:
+                 hole_saturation: float | None = None, tile: tuple[int, int] = (1024, 128),
+                 references: list | None = None) -> list[np.ndarray]:
         """Same-size (H,W) uint8 grays (one batch) -> (H,W,3) uint8 RGB each, whose PIL gray
         equals the gray (±1). ``holes``: (H,W) bool masks of the inpainted pixels (or None),
         whose colour ``hole_saturation`` scales. ``saturation`` / ``hole_saturation``: this
         call's values (None: the settings). ``tile``: (size, overlap) of the tiles a full-size
-        pass runs in (``work_size`` None)."""
+        pass runs in (``work_size`` None). ``references``: a ``Reference`` (or None) per gray:
+        where it covers the image its colour replaces the predicted one (feathered at its edge)."""
         x = gray_batch(grays, self.device)
         fn = lambda t: self.predict_ab(t, saturation)  # noqa: E731
         ab = fn(x) if self.config["work_size"] else tiled(fn, x, *tile)
         hs = self.config["hole_saturation"] if hole_saturation is None else hole_saturation
         self.check_setting("hole_saturation", hs)
         out = []
-        for g, a, m in zip(grays, ab, holes if holes is not None else [None] * len(grays)):
+        refs = references if references is not None else [None] * len(grays)
+        for g, a, m, r in zip(grays, ab, holes if holes is not None else [None] * len(grays), refs):
             if m is not None and hs != 1.0:
                 a = _scale_inside(a, np.asarray(m, bool), hs)
-            out.append(gray8_ab_to_rgb8(g, a))
+            out.append(gray8_ab_to_rgb8(g, a if r is None else _with_reference(a, r, g)))
         return out
 
     @torch.inference_mode()
@@ -321,6 +325,27 @@ class Colorizer(Stage):
         """Panels: gray | true colour | predicted colour, each (B,3,H,W) in [0,1]."""
         gray = batch.get("restored_gray", batch["target_gray"])
         return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), self.predict(gray)]
+
+
+def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: int = 16,
+                    prior: float = 64.0) -> torch.Tensor:
+    """(2,H,W) predicted ab blended with the reference's ab by its weight. Where the reference
+    does not reach, the prediction is first corrected by how it erred where the reference does,
+    per gray level (``bins`` levels; a level seen on few pixels leans on the mean error, with
+    ``prior`` pixels' weight): the same scene's sky, walls and road keep their gray and colour."""
+    w = torch.from_numpy(ref.weight).to(ab.device)
+    ab_ref = rgb_to_lab(torch.from_numpy(ref.rgb).permute(2, 0, 1)[None].float().div(255).to(ab.device))[0, 1:]
+    ab = ab.float()
+    full = torch.from_numpy(ref.weight >= 1).to(ab.device)
+    if 256 <= int(full.sum()) < full.numel():
+        level = torch.from_numpy(gray.astype(np.int64) * bins // 256).to(ab.device)
+        err = (ab_ref - ab)[:, full]                                    # (2, n) where the reference is whole
+        seen = level[full]
+        count = torch.bincount(seen, minlength=bins).float()
+        mean = err.mean(1, keepdim=True)
+        sums = torch.stack([torch.bincount(seen, weights=e, minlength=bins) for e in err])
+        ab = ab + ((sums + prior * mean) / (count + prior))[:, level]
+    return ab * (1 - w) + ab_ref * w
 
 
 def _scale_inside(ab: torch.Tensor, mask: np.ndarray, factor: float) -> torch.Tensor:

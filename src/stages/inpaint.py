@@ -11,7 +11,7 @@ from .base import Stage, register_stage
 from .color import fp32
 from .fourier import add_fourier_blocks
 from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
-from .processors import TeleaPrefill
+from .processors import Reference, TeleaPrefill
 
 
 @register_stage("inpaint")
@@ -138,10 +138,16 @@ class Inpainter(Stage):
 
     @torch.inference_mode()
     def inpaint(self, gray: np.ndarray, mask: np.ndarray, *, context: int | None = None,
-                tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+                tile: tuple[int, int] = (1024, 128), reference: Reference | None = None) -> np.ndarray:
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8, equal to ``gray`` outside the mask.
         Only a window around the damage (plus ``context`` pixels; None: the setting) goes through
-        the network; ``tile``: (size, overlap) of the tiles a full-size pass runs in."""
+        the network; ``tile``: (size, overlap) of the tiles a full-size pass runs in.
+        ``reference``: where it covers the hole, the hole's gray is its (tone-matched) gray; the
+        network fills the rest."""
+        if reference is not None and (mask & reference.valid).any():
+            covered = mask & reference.valid
+            gray, mask = gray.copy(), mask & ~covered
+            gray[covered] = reference.gray[covered]
         if not mask.any():
             return gray.copy()
         c = self.config["context"] if context is None else int(context)

@@ -6,6 +6,8 @@ data workers call ``TeleaPrefill`` too. A dataclass's field defaults are those s
 - ``MaskProcessor``: a thresholded damage mask -> the final mask (snap to a constant fill, keep
   one region, fill holes).
 - ``TeleaPrefill``: OpenCV Telea inpainting of the hole, what the inpainter's network corrects.
+- ``Reference``: another photo of the scene, aligned to the input (``pipeline.references`` finds
+  and verifies it): the inpainter takes the hole's gray from it, the colorizer its colour.
 """
 from __future__ import annotations
 
@@ -151,6 +153,25 @@ class TeleaPrefill:
     def sample(self, item: dict) -> dict:
         """A training sample (``gray``, ``mask``: (1,H,W)) + ``prefilled`` (1,H,W)."""
         return {**item, "prefilled": self(item["gray"][None], item["mask"][None])[0]}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A verified reference aligned to an (H,W) input: ``gray`` (H,W) uint8, tone-matched to the
+    input; ``rgb`` (H,W,3) uint8, its colour; ``valid`` (H,W) bool, where it covers the input;
+    ``weight`` (H,W) float32 in [0,1], how much its colour counts (1 inside ``valid``, falling to
+    0 over ``feather`` px at its edge, so its colour joins the predicted one without a seam)."""
+    gray: np.ndarray
+    rgb: np.ndarray
+    valid: np.ndarray
+    feather: int = 8
+
+    @property
+    def weight(self) -> np.ndarray:
+        if self.valid.all() or self.feather <= 0:
+            return self.valid.astype(np.float32)
+        dist = cv2.distanceTransform(self.valid.astype(np.uint8), cv2.DIST_L2, 3)
+        return np.clip(dist / self.feather, 0, 1).astype(np.float32)
 
 
 def _largest(mask: np.ndarray, pred: np.ndarray | None = None) -> np.ndarray:
