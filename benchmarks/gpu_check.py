@@ -32,10 +32,14 @@ def train_rate(stage, device, precision: str, size: int, batch_size: int, steps:
     gray = torch.rand(batch_size, 1, size, size, generator=g)
     batch = {"gray": gray, "mask": (torch.rand(batch_size, 1, size, size, generator=g) > 0.9).float(),
              "target_gray": gray, "rgb": torch.rand(batch_size, 3, size, size, generator=g)}
+    transform = getattr(stage, "sample_transform", lambda: None)()
+    if transform is not None:  # what the loader workers add (the inpainter's Telea prefill): not timed here
+        batch = {**batch, "prefilled": torch.stack([transform({k: v[i] for k, v in batch.items()})["prefilled"]
+                                                    for i in range(batch_size)])}
     batch = {k: v.to(device).contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
     stage = stage.to(device).to(memory_format=torch.channels_last).train()
     stage.prepare([batch], 1)
-    opt = torch.optim.AdamW(stage.parameters(), 1e-4)
+    opt = torch.optim.AdamW(stage.parameters(), 1e-4, fused=device.type == "cuda")  # as the trainer
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps (cuDNN autotuning, allocator)
@@ -62,7 +66,8 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true", help="also time fp32 training")
     args = ap.parse_args()
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    from pipeline.device import configure_training
+    configure_training(device)  # the trainer's own backend flags (cuDNN benchmark on CUDA)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{name}, torch {torch.__version__}, {args.image_size} px, batch {args.batch_size}", flush=True)
     shipped = Pipeline.load(args.checkpoint)

@@ -43,6 +43,17 @@ def test_ddp_over_nccl_on_one_gpu(tmp_path):
     assert re.search(r"rank 0/1 final weights sha1 [0-9a-f]+", r.stdout + r.stderr)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_ddp_over_nccl_on_two_gpus_keeps_the_ranks_equal(tmp_path):
+    """Two ranks, one GPU each: DDP's bucketed all-reduce keeps their weights bit-equal."""
+    import re
+    r = _train("stage=colorize", "trainer.strategy=ddp", f"out_dir={tmp_path}",
+               launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29562",
+                         "-m", "pipeline.train"))
+    digests = re.findall(r"rank (\d)/2 final weights sha1 ([0-9a-f]+)", r.stdout + r.stderr)
+    assert len(digests) == 2 and digests[0][1] == digests[1][1]
+
+
 def test_cuda_restore_matches_the_cpu():
     from pipeline import Pipeline
     from pipeline.color import pil_gray

@@ -34,7 +34,7 @@ import torch
 from stages import Stage
 from stages.registry import atomic_write_bytes
 
-from .device import cpu_has_bf16, resolve_precision
+from .device import cpu_has_bf16, exact_fp32, resolve_precision
 
 log = logging.getLogger("pipeline.engines")
 PROBE = 256          # side of the timing input (the detector's and colorizer's work sizes are ≤ 256)
@@ -100,6 +100,8 @@ def choose(stage: Stage | None, slot: str | None, backend: str, precision, devic
 def install(stage: Stage, slot: str, backend: str, precision, device: torch.device) -> Stage:
     """``stage``, set to run its network as ``choose`` says (exported and compiled on first use)."""
     engine, p = choose(stage, slot, backend, precision, device)
+    if p == "fp32":
+        exact_fp32(device)
     label = f"{engine}-{p}" if engine else (None if p == "fp32" else f"torch-{p}")
     if stage.runtime != label:
         stage.use_runtime(onnx_of(stage) if engine else None, engine or "onnxruntime", p, cache_dir=openvino_cache())

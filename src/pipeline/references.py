@@ -46,7 +46,7 @@ from .io import ImageError, list_images, to_rgb
 log = logging.getLogger("pipeline.references")
 FORMAT = "restore-references/1"
 FEATURE_SIDE = 640     # images are shrunk to this longer side for their features
-FEATURES = 500         # ORB keypoints per image
+FEATURES = 300         # ORB keypoints per image (~12 KB in the index)
 TABLES = 8             # hash tables: bytes 2t, 2t+1 of each 32-byte descriptor
 CANDIDATES = 5         # references registered per query
 MIN_INLIERS = 12       # RANSAC inliers a registration needs
@@ -95,14 +95,17 @@ class Library:
     keypoints: np.ndarray  # (M,2) float32
     descriptors: np.ndarray  # (M,32) uint8
 
-    def __post_init__(self):
+    @functools.cached_property
+    def _tables(self) -> list:
+        """Per table: the owner of each descriptor sorted by its 16-bit key, and where each key's
+        run starts (built on first use: an index only being written needs none)."""
         owner = np.repeat(np.arange(len(self.paths), dtype=np.int32), np.diff(self.offsets))
-        self._owner, self._tables = owner, []
+        tables = []
         for t in range(TABLES):
-            key = self.descriptors[:, 2 * t].astype(np.int64) << 8 | self.descriptors[:, 2 * t + 1]
-            order = np.argsort(key, kind="stable")
-            starts = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=65536))])
-            self._tables.append((owner[order], starts))
+            key = self.descriptors[:, 2 * t:2 * t + 2].copy().view(">u2")[:, 0]  # 2 bytes -> uint16
+            order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
+            tables.append((owner[order], np.concatenate([[0], np.cumsum(np.bincount(key, minlength=65536))])))
+        return tables
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -183,7 +186,7 @@ class Library:
             return []
         votes = np.zeros(len(self), np.int64)
         for t, (owners, starts) in enumerate(self._tables):
-            key = desc[:, 2 * t].astype(np.int64) << 8 | desc[:, 2 * t + 1]
+            key = desc[:, 2 * t:2 * t + 2].copy().view(">u2")[:, 0].astype(np.int64)
             lo, n = starts[key], starts[key + 1] - starts[key]
             idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
             votes += np.bincount(owners[idx], minlength=len(self))
@@ -209,6 +212,8 @@ class Library:
             found = verify(gray, mask, rgb, m)
             if found is not None and (best is None or found[1] > best[1]):
                 best = found
+                if found[1] > 0.995:  # the same photo, covering it all: nothing can be better
+                    break
         return None if best is None else best[0]
 
     def _slice(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,22 +254,24 @@ def _warp(rgb: np.ndarray, m: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.
     return out, cv2.erode(cover, np.ones((3, 3), np.uint8)).astype(bool)
 
 
-def _snap(gray: np.ndarray, known: np.ndarray, rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """A near-identity transform as the whole-pixel shift (±2 px around it) whose gray agrees best."""
-    a = m[:, :2]
-    if not np.allclose(a, np.eye(2), atol=0.01):
+def _snap(gray: np.ndarray, known: np.ndarray, rgb: np.ndarray, m: np.ndarray, step: int = 3) -> np.ndarray:
+    """A near-identity transform as the whole-pixel shift (±2 px around it) whose gray agrees best
+    (compared on every ``step``-th row and column of the pixels both cover)."""
+    if not np.allclose(m[:, :2], np.eye(2), atol=0.01):
         return m
-    ref_gray = pil_gray(rgb)
+    ref = pil_gray(rgb).astype(np.int16)
+    q, k = gray.astype(np.int16), known
+    h, w = gray.shape
     best, err = m, np.inf
     for dy in range(int(round(m[1, 2])) - 2, int(round(m[1, 2])) + 3):
         for dx in range(int(round(m[0, 2])) - 2, int(round(m[0, 2])) + 3):
-            s = np.float64([[1, 0, dx], [0, 1, dy]])
-            g, valid = _warp(ref_gray[..., None].repeat(3, -1), s, gray.shape)
-            sel = valid & known
-            if sel.sum() > 0.05 * gray.size:
-                e = np.abs(g[..., 0][sel].astype(np.int16) - gray[sel]).mean()
-                if e < err:
-                    best, err = s, e
+            y0, y1, x0, x1 = max(0, dy), min(h, dy + ref.shape[0]), max(0, dx), min(w, dx + ref.shape[1])
+            if (y1 - y0) * (x1 - x0) < 0.05 * gray.size:
+                continue
+            sel = k[y0:y1:step, x0:x1:step]
+            d = np.abs(ref[y0 - dy:y1 - dy:step, x0 - dx:x1 - dx:step] - q[y0:y1:step, x0:x1:step])[sel]
+            if d.size and d.mean() < err:
+                best, err = np.float64([[1, 0, dx], [0, 1, dy]]), d.mean()
     return best
 
 
@@ -281,13 +288,15 @@ def verify(gray: np.ndarray, mask: np.ndarray, rgb: np.ndarray, m: np.ndarray) -
     r, q = ref_gray[sel].astype(np.float64), gray[sel].astype(np.float64)
     if r.std() < 2 or q.std() < 2:  # flat: nothing to verify against
         return None
-    corr = float(np.corrcoef(r, q)[0, 1])
+    dr, dq = r - r.mean(), q - q.mean()
+    corr = float((dr * dq).mean() / (dr.std() * dq.std()))
     if not corr >= MIN_CORR:
         return None
-    a, b = np.polyfit(r, q, 1)
+    a = float((dr * dq).mean() / dr.var())  # least squares q ~ a * r + b
+    b = q.mean() - a * r.mean()
     exact = np.abs(r - q).max() <= 1
     tone = ref_gray if exact else np.clip(np.rint(a * ref_gray + b), 0, 255).astype(np.uint8)
-    return Reference(gray=tone, rgb=warped, valid=valid), corr * sel.mean()
+    return Reference(gray=tone, rgb=warped, valid=valid), corr * valid.mean()
 
 
 @functools.lru_cache(maxsize=2)

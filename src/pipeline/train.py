@@ -25,7 +25,7 @@ from stages import STAGES, Stage
 from stages.checkpoint import atomic_write_bytes
 
 from .data import StreamSampler
-from .device import autocast, resolve_precision, select_device
+from .device import autocast, configure_training, resolve_precision, select_device
 
 log = logging.getLogger("pipeline.train")
 CONF_DIR = str((Path(__file__).parent / "conf").resolve())  # repo: a link to conf/; wheel: a copy
@@ -60,6 +60,8 @@ def _worker_init(_worker_id: int) -> None:
     # stops the workers itself, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import cv2
+    cv2.setNumThreads(1)  # 8-14 workers, each with a pool of every core's threads, oversubscribe the machine
 
 
 def _lr_lambda(cfg):
@@ -122,19 +124,20 @@ def save_grid(panels: list, path: Path, max_rows: int = 4) -> None:
     save_png(Image.fromarray((grid * 255).round().astype(np.uint8)), path)
 
 
-def load_upstream(path):
-    """An upstream folder -> a frozen Pipeline (a single stage folder fills its own slot)."""
+def load_upstream(path, **options):
+    """An upstream folder -> a frozen Pipeline (a single stage folder fills its own slot);
+    ``options`` (e.g. ``backend``) override the saved ones."""
     from .pipeline import SLOT_STAGE, Pipeline, resolve_checkpoint
     if path is None:
         return None
     p = resolve_checkpoint(str(path))
     if (p / "pipeline.yaml").is_file():
-        pipe = Pipeline.load(p)
+        pipe = Pipeline.load(p, **options)
     else:
         st = Stage.load(p)
         if st.name not in SLOT_STAGE:
             raise TrainingError(f"upstream={path}: a {st.name!r} stage cannot feed this stage")
-        pipe = Pipeline(**{st.name: st})
+        pipe = Pipeline(**{st.name: st}, **options)
     for s in pipe.stages.values():
         s.freeze()
     return pipe
@@ -158,6 +161,26 @@ def apply_upstream(batch: dict, upstream, stage_name: str) -> dict:
         filled = np.stack([upstream.fill(g, m) for g, m in zip(g8, masks)])[:, None]
         batch["restored_gray"] = torch.from_numpy(filled).to(gray.device, gray.dtype) / 255
     return batch
+
+
+class UpstreamSample:
+    """``apply_upstream`` for one training sample, run in the loader workers (not in the main
+    process between steps): each worker loads the frozen upstream once, on the CPU, one thread,
+    in torch (an inference engine's threads do not survive the fork that starts a worker)."""
+
+    def __init__(self, path, stage_name: str):
+        self.path, self.stage_name, self.pipe = str(path), stage_name, None
+
+    def __call__(self, item: dict) -> dict:
+        if self.pipe is None:
+            if torch.utils.data.get_worker_info() is not None:
+                torch.set_num_threads(1)  # many workers: one core each
+            self.pipe = load_upstream(self.path, backend="torch")
+        batch = apply_upstream({k: v[None] for k, v in item.items()}, self.pipe, self.stage_name)
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getstate__(self) -> dict:  # a worker loads its own copy
+        return {**self.__dict__, "pipe": None}
 
 
 def _to(batch: dict, device, channels_last: bool) -> dict:
@@ -243,6 +266,17 @@ def _build_stage(cfg: DictConfig, device: torch.device) -> Stage:
     return stage
 
 
+class _then:
+    """``second(first(item))`` (``second`` None: ``first`` alone); picklable for spawned workers."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def __call__(self, item: dict) -> dict:
+        item = self.first(item)
+        return item if self.second is None else self.second(item)
+
+
 class _Transformed(torch.utils.data.Dataset):
     """``dataset`` with ``fn`` applied to each item (in the loader's worker processes)."""
 
@@ -258,14 +292,16 @@ class _Transformed(torch.utils.data.Dataset):
 
 def _build_loaders(cfg: DictConfig, dist: "Distributed", device: torch.device, stage: Stage, upstream):
     """``(train_loader, val_loader, sampler)``: the training stream is this rank's shard. The
-    stage's ``sample_transform`` (e.g. the inpainter's Telea prefill) runs in the workers, unless
-    upstream stages replace the inputs it would be computed from."""
+    frozen ``upstream`` stages and then the stage's ``sample_transform`` (e.g. the inpainter's
+    Telea prefill) run in the loader workers, per sample, beside the training steps."""
     from torch.utils.data import DataLoader
     tc = cfg.trainer
     data = _instantiate(cfg.data, "data")
     if len(data.train) == 0:
         raise TrainingError(f"data: the training set is empty ({cfg.data.get('root', 'no root')})")
-    fn = getattr(stage, "sample_transform", lambda: None)() if upstream is None else None
+    fn = getattr(stage, "sample_transform", lambda: None)()
+    if upstream is not None and stage.name != "mask":
+        fn = _then(UpstreamSample(cfg.upstream, stage.name), fn)
     train_set = data.train if fn is None else _Transformed(data.train, fn)
     gen = torch.Generator().manual_seed(int(cfg.seed) + dist.rank)
     nw = int(tc.num_workers)
@@ -276,6 +312,12 @@ def _build_loaders(cfg: DictConfig, dist: "Distributed", device: torch.device, s
                               pin_memory=device.type == "cuda")
     val_loader = DataLoader(data.val, batch_size=int(tc.batch_size), shuffle=False, num_workers=0)
     return train_loader, val_loader, sampler
+
+
+def make_optimizer(stage: Stage, tc: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; fused (one kernel for all tensors) on CUDA."""
+    return torch.optim.AdamW([p for p in stage.parameters() if p.requires_grad], lr=float(tc.lr),
+                             weight_decay=float(tc.weight_decay), fused=device.type == "cuda")
 
 
 def _due(step: int, every, last: int) -> bool:
@@ -302,6 +344,7 @@ class Trainer:
         seed_everything(int(cfg.seed))
         self.dist = Distributed(str(tc.strategy), select_device(str(tc.device)))
         self.device = device = self.dist.device
+        configure_training(device)
         self.precision = resolve_precision(str(tc.precision), device)
         self.main = self.dist.rank == 0
         self.out.mkdir(parents=True, exist_ok=True)
@@ -312,11 +355,11 @@ class Trainer:
         torch.manual_seed(int(cfg.seed) + self.dist.rank)
         self.train_loader, self.val_loader, self.sampler = _build_loaders(cfg, self.dist, device, self.stage,
                                                                           self.upstream)
-        self.opt = torch.optim.AdamW([p for p in self.stage.parameters() if p.requires_grad], lr=float(tc.lr),
-                                     weight_decay=float(tc.weight_decay))
+        self.opt = make_optimizer(self.stage, tc, device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(tc))
         self.step_no, self.batches = (_load_state(self.out, self.stage, self.opt, self.sched)
                                       if cfg.resume else (0, 0))
+        self.dist.agree_on_resume(self.step_no, self.batches, self.out)
         if cfg.resume and self.step_no == 0:
             log.info("resume=true but %s/last holds no state: starting from step 0", self.out)
         if self.step_no == 0:
@@ -390,7 +433,7 @@ class Trainer:
         for i, batch in enumerate(self.val_loader):
             if i >= int(self.tc.val_batches):
                 break
-            batch = apply_upstream(_to(batch, dev, False), self.upstream, stage.name)
+            batch = apply_upstream(_to(batch, dev, bool(self.tc.channels_last)), self.upstream, stage.name)
             with autocast(dev, prec):
                 for k, v in stage.metrics(batch).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -445,8 +488,7 @@ class Trainer:
         t0, start = time.time(), self.step_no
         try:
             while self.step_no < int(tc.max_steps):
-                batch = apply_upstream(_to(next(it), self.device, bool(tc.channels_last)), self.upstream,
-                                       self.stage.name)
+                batch = _to(next(it), self.device, bool(tc.channels_last))  # upstream: applied in the workers
                 self.batches += 1
                 losses, stopping = self.step(batch, stop["signal"] is not None)
                 if losses is not None:
@@ -514,6 +556,9 @@ class Distributed:
             raise TrainingError(f"trainer.strategy={strategy}: unknown (single, ddp)")
         self.on = strategy == "ddp"
         self.rank, self.world, self.device = 0, 1, device
+        if not self.on and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainingError(f"{os.environ['WORLD_SIZE']} processes (torchrun) but trainer.strategy=single: each "
+                                "would train alone into the same out_dir; add trainer.strategy=ddp")
         if not self.on:
             return
         import torch.distributed as td
@@ -540,6 +585,20 @@ class Distributed:
                 stage.get_parameter(name).requires_grad_(False)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
+
+    def agree_on_resume(self, step: int, batches: int, out: Path) -> None:
+        """Every rank must resume at rank 0's step: a rank that read another ``last/`` (nodes
+        without a shared filesystem) would take the collectives out of step. One line, then stop."""
+        if not self.on:
+            return
+        mine = torch.tensor([step, batches], dtype=torch.float64, device=self.device)
+        lo, hi = mine.clone(), mine.clone()
+        self.td.all_reduce(lo, op=self.td.ReduceOp.MIN)
+        self.td.all_reduce(hi, op=self.td.ReduceOp.MAX)
+        if not torch.equal(lo, hi):
+            raise TrainingError(f"resume: the ranks found different states in {out}/last (steps {int(lo[0])}-"
+                                f"{int(hi[0])}): put out_dir on a filesystem every node shares, or copy rank 0's "
+                                "last/ to each node")
 
     def agree(self, finite: bool, stopping: bool) -> tuple[bool, bool]:
         """All ranks take the same branch: finite only if finite everywhere, stop if any stops."""

@@ -42,6 +42,13 @@ _WHITE = torch.tensor([0.950456, 1.0, 1.088754])
 _DELTA = 6.0 / 29.0
 
 
+@functools.lru_cache(maxsize=None)
+def _on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(RGB->XYZ, XYZ->RGB, white) on ``device``: copied there once, not at every call (a copy to
+    a GPU inside the training loss stalls the host every step)."""
+    return tuple(t.to(device) for t in (_M_RGB2XYZ, _M_XYZ2RGB, _WHITE))
+
+
 def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
     return torch.where(c <= 0.04045, c / 12.92, ((c.clamp(min=0) + 0.055) / 1.055) ** 2.4)
 
@@ -60,15 +67,16 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
 
 def _xyz_to_srgb(xyz: torch.Tensor) -> torch.Tensor:
     """(...,3,H,W) XYZ (D65, Y of white = 1) -> unclipped sRGB."""
-    return _linear_to_srgb(torch.einsum("ij,...jhw->...ihw", _M_XYZ2RGB.to(xyz.device), xyz))
+    return _linear_to_srgb(torch.einsum("ij,...jhw->...ihw", _on(xyz.device)[1], xyz))
 
 
 @fp32
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) sRGB in [0,1] -> (B,3,H,W) Lab (L in [0,100])."""
     lin = _srgb_to_linear(rgb.float())
-    xyz = torch.einsum("ij,bjhw->bihw", _M_RGB2XYZ.to(rgb.device), lin)
-    xyz = xyz / _WHITE.to(rgb.device).view(1, 3, 1, 1)
+    m, _, white = _on(rgb.device)
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
+    xyz = xyz / white.view(1, 3, 1, 1)
     fx, fy, fz = _f(xyz).unbind(1)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
 
@@ -79,7 +87,7 @@ def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
     L, a, b = lab.float().unbind(1)
     fy = (L + 16) / 116
     xyz = torch.stack([_finv(fy + a / 500), _finv(fy), _finv(fy - b / 200)], 1)
-    rgb = _xyz_to_srgb(xyz * _WHITE.to(lab.device).view(1, 3, 1, 1))
+    rgb = _xyz_to_srgb(xyz * _on(lab.device)[2].view(1, 3, 1, 1))
     return rgb.clamp(0, 1) if clip else rgb
 
 

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from .color import fp32
+
 
 def _tables(n: int, k: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """cos and sin of 2π·f·t/n for f < k, t < n (two (k, n) tensors, dtype/device of ``like``)
@@ -55,9 +57,11 @@ class SpectralTransform(nn.Module):
                                   nn.BatchNorm2d(2 * channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        re, im = rdft2(x)
+        # the DFTs sum a whole row or column: in fp32 even under fp16/bf16 autocast (fp16 loses
+        # the low frequencies' precision and can overflow); the 1x1 conv between them follows autocast
+        re, im = fp32(rdft2)(x.float())
         re, im = self.conv(torch.cat([re, im], 1)).chunk(2, 1)
-        return irdft2(re, im, x.shape[-1])
+        return fp32(irdft2)(re.float(), im.float(), x.shape[-1]).to(x.dtype)
 
 
 class FourierBlock(nn.Module):

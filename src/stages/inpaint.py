@@ -1,6 +1,8 @@
 """Inpainter: fill the damaged region of a gray image; pixels outside the mask are kept."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -116,7 +118,7 @@ class Inpainter(Stage):
         comp = mask * pred + (1 - mask) * target
         # SSIM's variances (E[x^2] - mu^2) cancel catastrophically in bf16: keep it in fp32
         s = fp32(ssim)(comp.float(), target.float(), data_range=1.0, size_average=True,
-                       win_size=min(11, _odd(gray.shape[-1])))
+                       win=_ssim_window(min(11, _odd(gray.shape[-1])), comp.device))
         loss = (self.config["hole_weight"] * hole + self.config["valid_weight"] * valid
                 + self.config["ssim_weight"] * (1 - s))
         terms = {"l1_hole": hole.detach(), "l1_valid": valid.detach(), "ssim": s.detach()}
@@ -191,24 +193,38 @@ def hole_ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, win:
     are read in raster order into a 1-D signal and compared with skimage's SSIM formula (uniform
     ``win``-wide window, sample covariance, data range 1, edges cropped), as the competition does
     on the (N,3) array of damaged pixels. Images whose hole has fewer than ``win`` pixels are
-    skipped (a zero-size batch gives 1).
+    skipped (a zero-size batch gives 1). Static shapes only: the holes are packed to the front of
+    (B,H*W) rows and windows past each hole's end are masked, so the host never waits on the device.
     """
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     cov_norm = win / (win - 1)
-    vals = []
-    for p, t, m in zip(pred, target, mask):
-        sel = m.flatten() > 0.5
-        if int(sel.sum()) < win:
-            continue
-        x, y = p.flatten()[sel][None, None], t.flatten()[sel][None, None]
-        mean = lambda v: F.avg_pool1d(v, win, 1)  # noqa: E731
-        ux, uy = mean(x), mean(y)
-        vx = cov_norm * (mean(x * x) - ux * ux)
-        vy = cov_norm * (mean(y * y) - uy * uy)
-        vxy = cov_norm * (mean(x * y) - ux * uy)
-        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-        vals.append(s.mean())
-    return torch.stack(vals).mean() if vals else pred.new_ones(())
+    b, n = pred.shape[0], pred[0].numel()
+    sel = mask.reshape(b, n) > 0.5
+    length = sel.sum(1)
+    pos = torch.where(sel, sel.cumsum(1) - 1, n)  # where each hole pixel goes; the rest to a dump slot
+
+    def packed(v):
+        return v.new_zeros(b, n + 1).scatter(1, pos, v.reshape(b, n))[:, :n, None].transpose(1, 2)
+
+    x, y = packed(pred), packed(target)
+    mean = lambda v: F.avg_pool1d(v, win, 1)[:, 0]  # noqa: E731
+    ux, uy = mean(x), mean(y)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    inside = (torch.arange(s.shape[1], device=s.device)[None] <= (length - win)[:, None]).to(s.dtype)
+    per_image = (s * inside).sum(1) / inside.sum(1).clamp(min=1)
+    counted = (length >= win).to(s.dtype)
+    return torch.where(counted.sum() > 0, (per_image * counted).sum() / counted.sum().clamp(min=1), s.new_ones(()))
+
+
+@functools.lru_cache(maxsize=None)
+def _ssim_window(size: int, device: torch.device) -> torch.Tensor:
+    """pytorch_msssim's 1-D Gaussian window (sigma 1.5), made once per device (not every step)."""
+    coords = torch.arange(size, dtype=torch.float) - size // 2
+    g = torch.exp(-(coords ** 2) / (2 * 1.5 ** 2))
+    return (g / g.sum()).view(1, 1, 1, size).to(device)  # (channels, 1, 1, size) for a 1-channel image
 
 
 def _odd(n: int) -> int:
