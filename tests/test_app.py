@@ -185,3 +185,52 @@ def test_the_page_in_a_real_browser(server, tmp_path):
     lum = np.asarray(result.convert("L"), np.int16)
     assert np.abs(lum - gray)[~mask].max() <= 1  # gray unchanged outside the mask
     assert not outside, outside
+
+
+def test_a_missing_field_is_one_line_and_the_page_has_an_icon(client):
+    r = client.post("/api/restore", data={"damage": "auto"})
+    assert r.status_code == 400 and r.json()["detail"] == "image: field required"
+    assert client.get("/favicon.ico").status_code == 200
+
+
+def test_a_too_large_photo_is_one_line_for_a_person(client, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    r = client.post("/api/restore", files={"image": ("big.png", _png(np.zeros((64, 80), np.uint8)))})
+    detail = r.json()["detail"]
+    assert r.status_code == 400 and "\n" not in detail and "--max-pixels" in detail and "PIL." not in detail
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
+def test_the_page_has_no_dead_ends_and_works_from_the_keyboard(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server
+    bad, good = tmp_path / "notimage.png", tmp_path / "photo.png"
+    bad.write_text("not a picture")
+    Image.fromarray(_damaged(6, 96, 128)).save(good)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(url)
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")           # the file chooser, by keyboard
+        page.set_input_files("#file", str(bad))
+        page.wait_for_function("document.body.dataset.state === 'error'", timeout=60_000)
+        after_bad = (page.is_disabled("#restore"), page.inner_text("#status"), page.locator("#editor").is_hidden())
+        page.set_input_files("#file", str(good))
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.35 * box["height"], steps=8)
+        page.mouse.up()
+        painted = page.evaluate("maskFraction()")
+        page.select_option("#damage", "shape")
+        page.wait_for_timeout(500)
+        kept, status = page.evaluate("maskFraction()"), page.inner_text("#status")
+        icon = page.request.get(url + "favicon.ico").status
+        browser.close()
+    assert focused == "drop"
+    assert after_bad[0] and after_bad[2]                     # Restore disabled, no empty card
+    assert "notimage.png" in after_bad[1] and len(after_bad[1].strip().splitlines()) == 1
+    assert painted > 0 and kept == painted and "kept" in status
+    assert icon == 200

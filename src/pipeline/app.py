@@ -37,6 +37,8 @@ from stages.processors import KINDS as DAMAGE_KINDS
 from .io import ImageError, open_bytes, to_gray, to_mask
 
 PAGE = Path(__file__).parent / "assets" / "app" / "index.html"
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           b'fill="#555"/><circle cx="8" cy="8" r="4" fill="#e8a33d"/></svg>')
 MAX_UPLOAD_MB = 50
 
 
@@ -83,7 +85,14 @@ class Restorer:
         if len(data) > self.max_bytes:
             raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
                              f"{self.max_bytes / 2 ** 20:.0f} MB limit")
-        return to_gray(open_bytes(data, name))
+        try:
+            return to_gray(open_bytes(data, name))
+        except ImageError as e:
+            if "image too large" not in str(e):
+                raise
+            limit = Image.MAX_IMAGE_PIXELS or 0
+            raise ImageError(f"{name}: too large for this page (at most {limit / 1e6:.1f} million pixels); start the "
+                             "app with --max-pixels to allow larger photos") from None
 
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
                 damage: Optional[str] = None, references: Optional[list] = None):
@@ -129,6 +138,7 @@ def _bodies(fs) -> list:
 def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB):
     """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``)."""
     from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     if pipe is None:
@@ -144,9 +154,19 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
             return JSONResponse({"detail": f"request of {int(length) / 2 ** 20:.1f} MB is over the limit"}, 413)
         return await call_next(request)
 
+    @app.exception_handler(RequestValidationError)
+    async def one_line(_request, exc):  # a missing or malformed field: one line, as every other bad request
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
+        return JSONResponse({"detail": f"{where}: {err.get('msg', 'invalid').lower()}"}, 400)
+
     @app.get("/", response_class=HTMLResponse)
     def page():
         return PAGE.read_text()
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(FAVICON, media_type="image/svg+xml")
 
     @app.get("/api/info")
     def info():
