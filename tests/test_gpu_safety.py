@@ -211,3 +211,21 @@ def test_upstream_stages_run_in_the_loader_not_between_training_steps(tmp_path):
     g8 = [(g[0].numpy() * 255).round().astype(np.uint8) for g in batch["gray"]]
     masks = tr.upstream.detect(g8)
     assert all(np.array_equal(m, b[0].numpy() > 0.5) for m, b in zip(masks, batch["mask"]))
+
+
+def test_validation_inputs_take_the_training_memory_format(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.train import CONF_DIR, Trainer
+    from tests.conftest import TINY_OVERRIDES
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["stage=mask", f"out_dir={tmp_path}", "trainer.num_workers=0",
+                                          "trainer.image_size=64", "trainer.batch_size=2", "trainer.val_batches=1",
+                                          "trainer.channels_last=true", "trainer.tensorboard=false", *TINY_OVERRIDES])
+    tr = Trainer(cfg)
+    seen = []
+    real = type(tr.stage).metrics
+    monkeypatch.setattr(type(tr.stage), "metrics", lambda self, b: seen.append(
+        b["rgb"].is_contiguous(memory_format=torch.channels_last) and not b["rgb"].is_contiguous()) or real(self, b))
+    tr.validate()
+    assert seen == [True]
