@@ -286,3 +286,17 @@ def test_shape_snap_keeps_every_marked_piece_of_the_fill_and_finds_it_beside_oth
     assert post.constant_fill(noise, gray) is None              # the whole prediction is no fill
     assert post.fill_region(noise, gray)[0] == 30                # one of its components is
     assert post(noise, gray)[10:50, 10:50].all() and not post(noise, gray)[80, 20]
+
+
+def test_hole_ring_takes_the_holes_colour_from_around_it_and_leaves_the_rest():
+    import cv2
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer, saturation=30.0))
+    gray, mask = damaged_image(64, 64, 3)
+    pipe.colorize.set("hole_saturation", 0.0)                  # the prediction alone: a colourless hole
+    plain = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
+    pipe.colorize.set("hole_ring", 1.0)
+    ringed = np.asarray(pipe.restore(gray, mask=mask)).astype(int)
+    chroma = lambda img: img.max(-1) - img.min(-1)  # noqa: E731
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~mask
+    assert np.array_equal(plain[~mask], ringed[~mask])
+    assert chroma(plain)[mask].mean() < 3 < 0.5 * chroma(ringed)[ring].mean() < chroma(ringed)[mask].mean()

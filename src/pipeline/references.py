@@ -325,7 +325,7 @@ def open_library(source) -> Library | None:
     cached = d / "references" / f"{h.hexdigest()[:16]}.idx" if d else None
     if cached is not None and cached.is_file():
         return Library.load(cached)
-    lib = Library.build([p])
+    lib = Library.build([p], workers=os.cpu_count() or 1, progress=len(files) >= 1000)
     if cached is not None:
         try:
             lib.save(cached)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -99,13 +100,15 @@ class Colorizer(Stage):
     ``work_size`` (colour is predicted at most at this size, then upsampled), ``tta`` (1/2/4/8:
     average the logits over that many flips/transposes), ``temperature`` (annealed-mean decoding),
     ``prior_shift`` (decoding: logits - shift * log(ab prior); > 0 brings back the rarer hues),
-    ``saturation`` (scales the predicted ab) and ``hole_saturation`` (scales it again on the
-    inpainted pixels: the network is less sure of a smooth fill than of the photo around it).
+    ``saturation`` (scales the predicted ab), ``hole_saturation`` (scales it again on the
+    inpainted pixels: the network is less sure of a smooth fill than of the photo around it) and
+    ``hole_ring`` (0-1: how much of the inpainted pixels' colour comes from the ring around the
+    hole, carried in by Telea inpainting of a and b, instead of the prediction).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
                     "bin_size", "head_stride")
-    inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation")
+    inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation", "hole_ring")
     training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -114,7 +117,7 @@ class Colorizer(Stage):
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
                  hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head",
-                 hole_weight: float = 1.0, hole_saturation: float = 1.0):
+                 hole_weight: float = 1.0, hole_saturation: float = 1.0, hole_ring: float = 0.0):
         self.check_setting("hole_saturation", hole_saturation)
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
@@ -310,6 +313,8 @@ class Colorizer(Stage):
         for g, a, m, r in zip(grays, ab, holes if holes is not None else [None] * len(grays), refs):
             if m is not None and hs != 1.0:
                 a = _scale_inside(a, np.asarray(m, bool), hs)
+            if m is not None and self.config["hole_ring"] > 0 and np.asarray(m).any():
+                a = _ring_inside(a, np.asarray(m, bool), self.config["hole_ring"])
             out.append(gray8_ab_to_rgb8(g, a if r is None else _with_reference(a, r, g)))
         return out
 
@@ -345,6 +350,15 @@ def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: in
         sums = torch.stack([torch.bincount(seen, weights=e, minlength=bins) for e in err])
         ab = ab + ((sums + prior * mean) / (count + prior))[:, level]
     return ab * (1 - w) + ab_ref * w
+
+
+def _ring_inside(ab: torch.Tensor, mask: np.ndarray, share: float, radius: int = 5) -> torch.Tensor:
+    """(2,H,W) ab whose masked pixels take ``share`` of the colour Telea carries in from around them."""
+    a = ab.float().cpu().numpy()
+    m8 = mask.astype(np.uint8)
+    ring = np.stack([cv2.inpaint(np.ascontiguousarray(c), m8, radius, cv2.INPAINT_TELEA) for c in a])
+    out = np.where(mask[None], share * ring + (1 - share) * a, a)
+    return torch.from_numpy(out.astype(np.float32)).to(ab.device)
 
 
 def _scale_inside(ab: torch.Tensor, mask: np.ndarray, factor: float) -> torch.Tensor:
