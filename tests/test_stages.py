@@ -372,3 +372,24 @@ def test_a_newer_checkpoint_format_asks_for_an_upgrade(tmp_path):
     pf.write_text(pf.read_text().replace("restore-pipeline/1", "restore-pipeline/7"))
     with pytest.raises(CheckpointError, match="pipeline.yaml: format 'restore-pipeline/7' was written by a newer"):
         Pipeline.load(tmp_path / "p")
+
+
+def test_former_stage_interfaces_still_work_for_one_release():
+    import warnings
+
+    from stages.nets import to_uint8
+    b = make_batch()
+    col = tiny(Colorizer)
+    with pytest.warns(DeprecationWarning, match="uint8 grays"):
+        old = col.colorize(b["target_gray"])                 # a tensor in, one (B,H,W,3) array out
+    assert isinstance(old, np.ndarray) and old.shape == (2, 64, 64, 3)
+    assert np.array_equal(old, np.stack(col.colorize(list(to_uint8(b["target_gray"])))))
+    det = tiny(MaskDetector, kind="scratches", min_region=7)
+    assert det.processor.kind == "scratches" and det.processor.min_region == 7   # still a property
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        import importlib
+
+        import pipeline.tiling
+        importlib.reload(pipeline.tiling)
+    assert any(issubclass(x.category, DeprecationWarning) for x in w) and pipeline.tiling.tiled

@@ -11,6 +11,7 @@ Two heads (``mode``):
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -303,6 +304,11 @@ class Colorizer(Stage):
         call's values (None: the settings). ``tile``: (size, overlap) of the tiles a full-size
         pass runs in (``work_size`` None). ``references``: a ``Reference`` (or None) per gray:
         where it covers the image its colour replaces the predicted one (feathered at its edge)."""
+        if isinstance(grays, torch.Tensor):  # the former signature: a (B,1,H,W) tensor in, (B,H,W,3) out
+            warnings.warn("Colorizer.colorize takes a list of (H,W) uint8 grays now (a tensor: one release "
+                          "more)", DeprecationWarning, stacklevel=2)
+            return np.stack(self.colorize(list(to_uint8(grays)), holes, saturation=saturation,
+                                          hole_saturation=hole_saturation, tile=tile, references=references))
         x = gray_batch(grays, self.device)
         fn = lambda t: self.predict_ab(t, saturation)  # noqa: E731
         ab = fn(x) if self.config["work_size"] else tiled(fn, x, *tile)

@@ -97,7 +97,7 @@ class MaskDetector(Stage):
         if damage not in KINDS:
             raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {damage!r}")
         scratch = scratch if scratch is not None else self
-        post = self.processor(damage)
+        post = self.post(damage)
         if damage == "scratches":
             return [scratch.find_scratches(g, tile=tile) for g in grays]
         x = gray_batch(grays, self.device)
@@ -117,7 +117,7 @@ class MaskDetector(Stage):
         x = gray_batch([gray], self.device)
         fn = self.detail_probabilities
         prob = fn(x) if self.config["detail_size"] else tiled(fn, x, *tile)
-        m = self.processor("scratches")(prob[0, 0].float().cpu().numpy() > self.config["threshold"], gray, "scratches")
+        m = self.post("scratches")(prob[0, 0].float().cpu().numpy() > self.config["threshold"], gray, "scratches")
         if gate and m.mean() < self.config["min_damage"]:
             return np.zeros_like(m)
         return m
@@ -128,15 +128,21 @@ class MaskDetector(Stage):
         g8 = (gray[:, 0].float().cpu().numpy() * 255).round().astype(np.uint8)
         return torch.from_numpy(np.stack(self.detect(list(g8)))[:, None]).to(gray.device)
 
-    def processor(self, kind: str | None = None) -> MaskProcessor:
-        """The post-processing of a thresholded mask, from this stage's inference settings."""
+    def post(self, kind: str | None = None) -> MaskProcessor:
+        """The post-processing of a thresholded mask for ``kind`` (None: the ``kind`` setting),
+        from this stage's inference settings."""
         c = self.config
         return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"],
                              kind or c["kind"], c["min_region"], c["min_shape"])
 
+    @property
+    def processor(self) -> MaskProcessor:
+        """``post()``: the post-processing of the ``kind`` setting."""
+        return self.post()
+
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: the post-processing of ``kind``."""
-        return self.processor()(mask, gray)
+        return self.post()(mask, gray)
 
     @torch.no_grad()
     def visualize(self, batch: dict) -> list:
