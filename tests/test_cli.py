@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,13 @@ def pipe_dir(tmp_path_factory, tiny_pipeline):
     d = tmp_path_factory.mktemp("pipe")
     tiny_pipeline.save(d)
     return d
+
+
+def _damaged_photo(seed: int, size: int = 384) -> np.ndarray:
+    from pipeline.color import pil_gray
+    from pipeline.damage import apply_damage, random_damage
+    from tests.conftest import colourful
+    return apply_damage(pil_gray(colourful(size, size, seed)), random_damage(size, size, np.random.default_rng(seed)))
 
 
 def restore_cli(*args):
@@ -180,3 +188,38 @@ def test_training_skips_bad_pairs(tmp_path):
     r = train("stage=mask", "data=dacon", f"data.root={root}", "data.val_fraction=0.5", "trainer.max_steps=3",
               f"out_dir={tmp_path / 'm'}")
     assert "skipping" in r.stdout + r.stderr
+
+
+def test_a_killed_album_resumes_with_every_photo_done_once_and_a_manifest(pipe_dir, tmp_path):
+    """kill -9 in the middle, then --skip-existing: no output is half-written, none is redone."""
+    import csv
+    import signal
+    import time
+    src = tmp_path / "album"
+    src.mkdir()
+    for i in range(24):
+        Image.fromarray(_damaged_photo(i)).save(src / f"p{i:02d}.png")
+    (src / "p99.png").write_text("not an image")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline.restore", str(src), "--out", str(out), "--checkpoint", str(pipe_dir),
+           "--batch-size", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("p*.png"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = sorted(f.name for f in out.glob("p*.png"))
+    r = subprocess.run([*cmd, "--skip-existing"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "p99.png" in r.stderr                     # the bad file: one line, the rest go on
+    if first:
+        assert f"skipped {len(first)} input(s)" in r.stderr
+    outputs = sorted(out.glob("p*.png"))
+    assert [f.name for f in outputs] == [f"p{i:02d}.png" for i in range(24)]
+    for f in outputs:
+        Image.open(f).load()                                                # none is corrupt
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert sorted(Path(row["input"]).name for row in rows) == sorted(f.name for f in src.iterdir())
+    status = {Path(row["input"]).name: row["status"] for row in rows}
+    assert {n for n, s in status.items() if s == "skipped"} == set(first)   # done once: not redone
+    assert status["p99.png"] == "failed" and sum(s == "restored" for s in status.values()) == 24 - len(first)

@@ -3,13 +3,19 @@
     python -m pipeline.restore INPUTS... --checkpoint demo --out results/ [--zip submission.zip]
 
 INPUTS are image files, folders (recursive) or a competition ``test.csv``. Each output is a PNG
-named like its input (``TEST_000.png``); ``--zip`` also writes a flat zip ready to submit.
-A bad input is reported on stderr in one line and skipped; the exit status is then 1.
+named like its input (``TEST_000.png``), written atomically; ``--zip`` also writes a flat zip ready
+to submit. A bad input is reported on stderr in one line and skipped; the exit status is then 1.
+Every run writes ``OUT/manifest.csv`` (input, output, size, damage share, seconds, status, error).
+``--skip-existing`` resumes an interrupted album: inputs whose output exists are skipped (a
+half-written PNG of a killed run never has the output's name, so it never counts as done).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
+import time
 import zipfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--references", metavar="DIR_OR_INDEX",
                     help="photos of the same scenes: a folder (indexed once, cached) or an index from "
                          "python -m pipeline.references build; a verified match gives the hole's content and colour")
+    ap.add_argument("--skip-existing", action="store_true",
+                    help="skip inputs whose output PNG exists (resume an interrupted album)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -93,10 +101,18 @@ class _Album:
         self.saver = ThreadPoolExecutor(max_workers=1)
         self.saving: list = []
         self.failed = 0
+        self.rows: dict[str, dict] = {}  # input -> its manifest row
 
-    def fail(self, message: str, n: int = 1) -> None:
+    def fail(self, message: str, n: int = 1, path=None) -> None:
         print(f"error: {message}", file=sys.stderr)
         self.failed += n
+        if path is not None:
+            self.note(path, status="failed", error=message)
+
+    def note(self, path, **fields) -> None:
+        row = self.rows.setdefault(str(path), {"input": str(path), "output": "", "size": "", "damage_share": "",
+                                               "seconds": "", "status": "", "error": ""})
+        row.update(fields)
 
     def add(self, path: Path, gray, mask) -> None:
         self.groups[gray.shape].append((path, gray, mask))
@@ -113,16 +129,22 @@ class _Album:
         items = self.groups.pop(key, [])
         if not items:
             return
+        t = time.perf_counter()
         try:
             results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items], self.damage,
                                              references=self.references)
         except Exception as e:  # a failure of one batch must not lose the others
             for p, _, _ in items:
-                self.fail(f"{p}: restore failed ({type(e).__name__}: {e})")
+                self.fail(f"{p}: restore failed ({type(e).__name__}: {e})", path=p)
             self.bar.update(len(items))
             return
-        for (p, _, _), r in zip(items, results):
-            self.saving.append((self.out / f"{p.stem}.png", self.saver.submit(self._save, r, p.stem)))
+        seconds = (time.perf_counter() - t) / len(items)
+        for (p, g, _), r in zip(items, results):
+            dst = self.out / f"{p.stem}.png"
+            self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
+                      damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}",
+                      status="restored")
+            self.saving.append((dst, self.saver.submit(self._save, r, p.stem), p))
         self.bar.update(len(items))
 
     def finish(self) -> list[Path]:
@@ -131,14 +153,24 @@ class _Album:
             self.flush(key)
         self.bar.close()
         written = []
-        for dst, job in self.saving:
+        for dst, job, src in self.saving:
             try:
                 job.result()
                 written.append(dst)
             except Exception as e:  # one unwritable output must not lose the others
-                self.fail(f"{dst}: cannot write ({type(e).__name__}: {e})")
+                self.fail(f"{dst}: cannot write ({type(e).__name__}: {e})", path=src)
         self.saver.shutdown()
         return written
+
+    def write_manifest(self) -> Path:
+        """``OUT/manifest.csv``: one row per input of this run (restored, skipped or failed)."""
+        from stages.registry import atomic_write_bytes
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["input", "output", "size", "damage_share", "seconds", "status", "error"])
+        w.writeheader()
+        w.writerows(self.rows.values())
+        atomic_write_bytes(self.out / "manifest.csv", buf.getvalue().encode())
+        return self.out / "manifest.csv"
 
 
 def _write_zip(zpath: Path, files: list[Path]) -> None:
@@ -179,23 +211,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(paths), disable=args.no_progress, desc="restore", file=sys.stderr)
+    done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
+    todo = [p for p in paths if p not in set(done)]
+    bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
     album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar, args.damage, refs)
     album.failed = len(errors)
-    for p in paths:  # read lazily, restored in batches of one size
+    for p in done:
+        album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")
+    if done:
+        print(f"skipped {len(done)} input(s) whose output exists in {out}", file=sys.stderr)
+    for p in todo:  # read lazily, restored in batches of one size
         try:
             gray = to_gray(p)
             mp = find_mask(args.mask, p) if len(paths) > 1 or not args.mask or Path(args.mask).is_dir() else Path(args.mask)
             mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
         except ImageError as e:
-            album.fail(str(e))
+            album.fail(str(e), path=p)
             bar.update(1)
             continue
         album.add(p, gray, mask)
     written = album.finish()
-    if args.zip and written:
-        _write_zip(Path(args.zip), written)
-    print(f"restored {len(written)} image(s) into {out}" + (f", zip {args.zip}" if args.zip and written else "")
+    album.write_manifest()
+    outputs = written + [out / f"{p.stem}.png" for p in done]
+    if args.zip and outputs:
+        _write_zip(Path(args.zip), outputs)
+    print(f"restored {len(written)} image(s) into {out}" + (f", zip {args.zip}" if args.zip and outputs else "")
           + (f"; {album.failed} failed" if album.failed else ""), file=sys.stderr)
     return 1 if album.failed else 0
 
