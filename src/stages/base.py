@@ -63,7 +63,7 @@ class Stage(nn.Module):
 
     name: ClassVar[str] = ""
     architecture: ClassVar[tuple[str, ...]] = ()   # config keys that define the network's weights
-    inference: ClassVar[tuple[str, ...]] = ()      # config keys its inference reads (changeable)
+    inference: ClassVar[tuple[str, ...] | None] = None  # keys its inference reads (None: all the others)
     training: ClassVar[tuple[str, ...]] = ()       # config keys used only by ``loss``
 
     def __init_subclass__(cls, **kwargs):
@@ -84,12 +84,15 @@ class Stage(nn.Module):
     @classmethod
     def inference_settings(cls) -> list[str]:
         """Config keys that only steer inference (changeable without retraining)."""
-        return list(cls.inference)
+        if cls.inference is not None:
+            return list(cls.inference)
+        return [k for k in cls.config_keys() if k not in cls.architecture and k not in cls.training]
 
     @classmethod
     def sections(cls) -> dict[str, tuple[str, ...]]:
         """``{"architecture": keys, "inference": keys, "training": keys}``: every config key in one."""
-        return {"architecture": cls.architecture, "inference": cls.inference, "training": cls.training}
+        return {"architecture": cls.architecture, "inference": tuple(cls.inference_settings()),
+                "training": cls.training}
 
     @classmethod
     def defaults(cls) -> dict:
