@@ -150,6 +150,15 @@ def server(tmp_path_factory, tiny_pipeline):
     p.wait(timeout=20)
 
 
+def _stroke(page, start, end):
+    """One brush stroke over the damage overlay, from ``start`` to ``end`` (fractions of its size)."""
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=8)
+    page.mouse.up()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
 def test_the_page_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -165,11 +174,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.goto(url)
         page.set_input_files("#file", str(src))
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
-        box = page.locator("#overlay").bounding_box()
-        page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.8 * box["height"])
-        page.mouse.down()
-        page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.85 * box["height"], steps=8)
-        page.mouse.up()
+        _stroke(page, (0.1, 0.8), (0.45, 0.85))
         page.click("#restore")
         page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
         with page.expect_download() as dl:
@@ -218,11 +223,7 @@ def test_the_page_has_no_dead_ends_and_works_from_the_keyboard(server, tmp_path)
         after_bad = (page.is_disabled("#restore"), page.inner_text("#status"), page.locator("#editor").is_hidden())
         page.set_input_files("#file", str(good))
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
-        box = page.locator("#overlay").bounding_box()
-        page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
-        page.mouse.down()
-        page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.35 * box["height"], steps=8)
-        page.mouse.up()
+        _stroke(page, (0.2, 0.3), (0.6, 0.35))
         painted = page.evaluate("maskFraction()")
         page.select_option("#damage", "shape")
         page.wait_for_timeout(500)

@@ -102,6 +102,7 @@ def test_a_folder_is_indexed_once_into_the_cache_and_left_untouched(refdir):
     a = open_library(refdir)
     b = open_library(refdir)
     assert a.paths == b.paths and len(a) == 5
+    assert open_library(refdir) is b                      # the cached index is read once per process
     assert sorted((f.name, f.stat().st_mtime_ns) for f in refdir.iterdir()) == before
 
 

@@ -323,8 +323,9 @@ def open_library(source) -> Library | None:
     from .engines import _usable, cache_dir
     d = _usable(cache_dir())
     cached = d / "references" / f"{h.hexdigest()[:16]}.idx" if d else None
-    if cached is not None and cached.is_file():
-        return Library.load(cached)
+    if cached is not None and cached.is_file():  # read once per process, as an index file is
+        st = cached.stat()
+        return _load_cached(str(cached), st.st_size, st.st_mtime_ns)
     lib = Library.build([p], workers=os.cpu_count() or 1, progress=len(files) >= 1000)
     if cached is not None:
         try:
