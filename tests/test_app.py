@@ -7,14 +7,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.color import pil_gray
 from pipeline.damage import apply_damage, random_damage
-from tests.conftest import colourful
+from tests.conftest import colourful, tiny
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -130,8 +132,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_pipeline):
     """``python -m pipeline.app`` as users start it, on a free port, with a tiny pipeline."""
+    from pipeline import Pipeline
+    from stages import Colorizer
     root = tmp_path_factory.mktemp("app")
-    tiny_pipeline.save(root / "pipe")
+    col = tiny(Colorizer, hints=True)  # with hint channels: the page offers colour hints
+    with torch.no_grad():  # ... that change the colour, as training makes them
+        next(m for m in col.net.modules() if isinstance(m, torch.nn.Conv2d)).weight[:, 1:] += 0.5
+    Pipeline(mask=tiny_pipeline.mask, inpaint=tiny_pipeline.inpaint, colorize=col).save(root / "pipe")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -164,8 +171,10 @@ def test_the_page_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     url, _ = server
     gray = _damaged(5, 96, 128)
-    src = tmp_path / "old photo.png"
+    src, colour_src = tmp_path / "old photo.png", tmp_path / "colour print.png"
     Image.fromarray(gray).save(src)
+    colour = colourful(96, 128, 7).astype(np.int16)
+    Image.fromarray(colour.astype(np.uint8)).save(colour_src)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
@@ -175,6 +184,10 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.set_input_files("#file", str(src))
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
         _stroke(page, (0.1, 0.8), (0.45, 0.85))
+        page.fill("#hint-colour", "#ff0000")
+        page.click("#hint")
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.3 * box["height"])
         page.click("#restore")
         page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
         with page.expect_download() as dl:
@@ -183,8 +196,25 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         with page.expect_download() as dl_mask:
             page.click("#download-mask")
         mask = np.asarray(Image.open(dl_mask.value.path()).convert("L")) > 0
+        same = page.request.post(url + "api/restore", multipart={  # the same restore without the colour hint
+            "image": {"name": "a.png", "mimeType": "image/png", "buffer": src.read_bytes()},
+            "mask": {"name": "m.png", "mimeType": "image/png", "buffer": Path(dl_mask.value.path()).read_bytes()}})
+        unhinted = np.asarray(Image.open(io.BytesIO(same.body())).convert("RGB"), np.int16)
+        page.set_input_files("#file", str(colour_src))                      # a colour photo, "auto"
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+        page.click("#clear")
+        page.click("#restore")
+        page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+        with page.expect_download() as dl:
+            page.click("#download")
+        kept = np.asarray(Image.open(dl.value.path()).convert("RGB"), np.int16)
+        with page.expect_download() as dl_mask:
+            page.click("#download-mask")
+        kept_mask = np.asarray(Image.open(dl_mask.value.path()).convert("L")) > 0
         browser.close()
     assert result.mode == "RGB" and result.size == (128, 96)
+    assert np.abs(np.asarray(result, np.int16) - unhinted).max() > 0  # the colour placed on the photo counted
+    assert np.abs(kept - colour)[~np.asarray(kept_mask)].max() <= 2  # a colour photo keeps its colour
     painted = mask[int(0.8 * 96) - 2: int(0.85 * 96) + 3, int(0.1 * 128): int(0.45 * 128)]
     assert painted.mean() > 0.3  # the brush stroke is in the mask the server used
     lum = np.asarray(result.convert("L"), np.int16)

@@ -1,6 +1,4 @@
 """Awkward inputs: EXIF rotation, decompression bombs, and a property test over sizes, modes, masks."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -32,18 +30,16 @@ def test_decompression_bomb_is_one_clear_line_with_an_override(tmp_path, monkeyp
     assert to_gray(tmp_path / "big.png").shape == (64, 64)
 
 
-def test_restore_cli_max_pixels_override(tmp_path, tiny_pipeline):
+def test_restore_cli_max_pixels_override(tmp_path, tiny_pipeline, monkeypatch, capsys):
+    from pipeline.restore import main
     tiny_pipeline.save(tmp_path / "p")
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(tmp_path / "big.png")
-    code = ("import sys, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 20000; from pipeline.restore import main; "
-            "sys.exit(main(sys.argv[1:]))")
-    base = [sys.executable, "-c", code, str(tmp_path / "big.png"), "--checkpoint", str(tmp_path / "p"),
-            "--no-progress"]
-    r = subprocess.run(base + ["--out", str(tmp_path / "o1")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "image too large" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(base + ["--out", str(tmp_path / "o2"), "--max-pixels", "200000"], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20000)  # restored after the test, as --max-pixels sets it
+    base = [str(tmp_path / "big.png"), "--checkpoint", str(tmp_path / "p"), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "o1")]) == 1
+    err = capsys.readouterr().err
+    assert "image too large" in err and "Traceback" not in err
+    assert main(base + ["--out", str(tmp_path / "o2"), "--max-pixels", "200000"]) == 0
     assert Image.open(tmp_path / "o2" / "big.png").size == (300, 300)
 
 

@@ -14,7 +14,9 @@ to test in a browser, and the API is the same routes the page uses:
 - ``POST /api/restore``: multipart ``image`` (any format/size the library reads), optional
   ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
   (``auto``, ``shape``, ``scratches``), ``references`` (any number of colour photos of the same
-  scene; a verified one gives the hole's content and the colour) -> the restored PNG. ``/api/restore/full`` returns JSON
+  scene; a verified one gives the hole's content and the colour), ``colour`` (``auto``, ``keep``,
+  ``recolour``: what a colour photo keeps), ``hints`` (JSON ``[[x, y, "#rrggbb"], ...]``, colours
+  known at pixels; a colorizer with hint channels) -> the restored PNG. ``/api/restore/full`` returns JSON
   with the image, the inpainted gray and the mask as PNG data URLs; ``/api/detect`` the mask PNG.
 - A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
   one restore at a time (a lock), so two at once never mix their results or settings.
@@ -23,6 +25,7 @@ import argparse
 import base64
 import hashlib
 import io
+import json
 import sys
 import tempfile
 import threading
@@ -33,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from stages.processors import KINDS as DAMAGE_KINDS
+from stages.processors import Hints
 
 from .io import ImageError, open_bytes, to_gray, to_mask
 
@@ -40,6 +44,7 @@ PAGE = Path(__file__).parent / "assets" / "app" / "index.html"
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#555"/><circle cx="8" cy="8" r="4" fill="#e8a33d"/></svg>')
 MAX_UPLOAD_MB = 50
+COLOUR = {"auto": None, "keep": True, "recolour": False}  # the colour field -> Pipeline.restore(keep_colour=)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -78,15 +83,15 @@ class Restorer:
             self._refs = (digest, Library.build([tmp.name]), tmp)
         return self._refs[1]
 
-    def read(self, data: bytes, name: str) -> np.ndarray:
-        """Upload bytes -> (H,W) uint8 gray; ``ImageError`` (one line) when unusable."""
+    def read(self, data: bytes, name: str) -> Image.Image:
+        """Upload bytes -> a loaded PIL image; ``ImageError`` (one line) when unusable."""
         if not data:
             raise ImageError(f"{name}: empty upload")
         if len(data) > self.max_bytes:
             raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
                              f"{self.max_bytes / 2 ** 20:.0f} MB limit")
         try:
-            return to_gray(open_bytes(data, name))
+            return open_bytes(data, name)
         except ImageError as e:
             if "image too large" not in str(e):
                 raise
@@ -95,26 +100,44 @@ class Restorer:
                              "app with --max-pixels to allow larger photos") from None
 
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
-                damage: Optional[str] = None, references: Optional[list] = None):
-        """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request."""
-        gray = self.read(image, "image")
-        m = to_mask(self.read(mask, "mask"), gray.shape, name="mask upload") if mask else None
+                damage: Optional[str] = None, references: Optional[list] = None, colour: Optional[str] = None,
+                hints: Optional[str] = None):
+        """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request. ``colour``:
+        ``auto``, ``keep`` or ``recolour`` (a colour photo, see ``Pipeline.restore(keep_colour=)``);
+        ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels of the image."""
+        im = self.read(image, "image")
+        m = to_mask(self.read(mask, "mask"), (im.height, im.width), name="mask upload") if mask else None
+        if colour not in (None, *COLOUR):
+            raise ValueError(f"colour: must be one of {', '.join(COLOUR)}, got {colour!r}")
+        hints = _hints(hints) if hints else None
         if damage is not None and damage not in DAMAGE_KINDS:
             raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
         if saturation is not None and not 0 <= saturation <= 2:
             raise ValueError(f"saturation: must be within 0..2, got {saturation}")
         with self.lock:  # one restore at a time: the engines and their caches are shared
             refs = self.references(references or [])
-            return self.pipe.restore(gray, mask=m, return_intermediates=True, damage=damage,
-                                     saturation=None if saturation is None else float(saturation), references=refs)
+            return self.pipe.restore(im, mask=m, return_intermediates=True, damage=damage, references=refs,
+                                     saturation=None if saturation is None else float(saturation),
+                                     keep_colour=COLOUR.get(colour), hints=hints)
 
     def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
-        gray = self.read(image, "image")
+        gray = to_gray(self.read(image, "image"))
         if damage is not None and damage not in DAMAGE_KINDS:
             raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
         with self.lock:
             m = self.pipe.detect(gray, damage)
         return Image.fromarray(m.astype(np.uint8) * 255, "L")
+
+
+def _hints(text: str) -> list:
+    """The ``hints`` form field (JSON ``[[x, y, "#rrggbb"], ...]``) -> ``(x, y, colour)`` items."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise ValueError("hints: not JSON (expected [[x, y, \"#rrggbb\"], ...])") from None
+    if not isinstance(items, list):
+        raise ValueError("hints: expected a list [[x, y, \"#rrggbb\"], ...]")
+    return Hints.of(items)
 
 
 def _run(fn, *args):
@@ -137,7 +160,7 @@ def _bodies(fs) -> list:
 
 def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB):
     """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``)."""
-    from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -171,21 +194,21 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     @app.get("/api/info")
     def info():
         return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
-                "damage": pipe.damage, "damage_kinds": list(DAMAGE_KINDS),
-                "max_upload_mb": max_upload_mb}
+                "damage": pipe.damage, "damage_kinds": list(DAMAGE_KINDS), "max_upload_mb": max_upload_mb,
+                "hint_channels": bool(pipe.colorize.config["hints"])}  # hints work with any; these take them in
+
+    def restored(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
+                 saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
+                 references: Optional[List[UploadFile]] = File(None), colour: Optional[str] = Form(None),
+                 hints: Optional[str] = Form(None)):
+        return _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references), colour, hints)
 
     @app.post("/api/restore")
-    def restore(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
-                saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
-                references: Optional[List[UploadFile]] = File(None)):
-        res = _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references))
+    def restore(res=Depends(restored)):
         return Response(_png(res.image), media_type="image/png")
 
     @app.post("/api/restore/full")
-    def restore_full(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
-                     saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
-                     references: Optional[List[UploadFile]] = File(None)):
-        res = _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references))
+    def restore_full(res=Depends(restored)):
         return {"image": _data_url(res.image), "gray": _data_url(res.gray), "mask": _data_url(res.mask),
                 "damaged_fraction": float(np.asarray(res.mask).mean() / 255)}
 

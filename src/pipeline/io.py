@@ -102,6 +102,21 @@ def to_gray(img) -> np.ndarray:
         raise ImageError(f"{_describe(img)}: cannot convert {im.mode} image to gray ({e})") from None
 
 
+def colour_of(img) -> np.ndarray | None:
+    """(H,W,3) uint8 RGB of an image with colour channels (RGB, palette, CMYK ...); None for a gray one."""
+    im = open_image(img)
+    return None if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;") else to_rgb(im)
+
+
+def kept_colour(img, keep_colour: bool | None = None) -> np.ndarray | None:
+    """The colour of an input that a restore keeps: its (H,W,3) uint8 RGB when it has colour
+    channels and ``keep_colour`` is True, or None and ``stages.processors.own_colour`` finds colour
+    of its own in it (not only a gray or a sepia tone); else None (it is coloured from its gray)."""
+    from stages.processors import own_colour
+    rgb = colour_of(img) if keep_colour is not False else None
+    return rgb if rgb is not None and (keep_colour or own_colour(rgb)) else None
+
+
 def to_rgb(img) -> np.ndarray:
     """Any supported input -> (H,W,3) uint8 RGB."""
     im = open_image(img)
@@ -127,13 +142,16 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def save_png(img: Image.Image, path: str | os.PathLike, compress_level: int = 1) -> None:
-    """Save a PIL image as PNG atomically (temp file + rename). zlib level 1: a 512x512 photo
-    encodes in ~15 ms instead of ~60 ms at Pillow's default 6, at about the same size (PNG is
-    lossless either way)."""
+def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:
+    """A PIL image as PNG bytes. zlib level 1: a 512x512 photo encodes in ~15 ms instead of ~60 ms
+    at Pillow's default 6, at about the same size (PNG is lossless either way)."""
     import io as _io
-
-    from stages.checkpoint import atomic_write_bytes
     buf = _io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(img: Image.Image, path: str | os.PathLike, compress_level: int = 1) -> None:
+    """Save a PIL image as PNG (``png_bytes``) atomically (temp file + rename)."""
+    from stages.checkpoint import atomic_write_bytes
+    atomic_write_bytes(path, png_bytes(img, compress_level))

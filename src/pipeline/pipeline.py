@@ -14,11 +14,12 @@ import yaml
 from PIL import Image
 
 from stages import CheckpointError, Stage
+from stages.processors import Hints, Reference
 from stages.checkpoint import check_format
 from stages.registry import atomic_write_bytes
 
 from . import engines
-from .io import to_gray, to_mask
+from .io import kept_colour, open_image, to_gray, to_mask
 
 FORMAT = "restore-pipeline/1"
 SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scratch": "mask"}  # slot -> stage
@@ -186,15 +187,17 @@ class Pipeline:
             return gray.copy()
         return self._ready("inpaint").inpaint(gray, mask, tile=self._tile, reference=reference)
 
-    def color(self, gray, mask=None, saturation: float | None = None, reference=None):
+    def color(self, gray, mask=None, saturation: float | None = None, reference=None, hints=None):
         """(H,W) uint8 gray (+ (H,W) bool mask of the inpainted pixels) -> (H,W,3) uint8 RGB whose
         PIL gray equals ``gray`` (±1); lists of same-size grays and masks run as one batch:
         ``Colorizer.colorize``. ``saturation``: this call's colour strength (None: the setting);
-        ``reference``: an aligned ``stages.Reference`` (a list: one per gray), or None."""
+        ``reference``: an aligned ``stages.Reference`` (a list: one per gray), or None; ``hints``:
+        known colours, ``(x, y, colour)`` items or a ``stages.Hints`` (a list of them: one per gray)."""
         grays = gray if isinstance(gray, list) else [gray]
-        holes = mask if isinstance(mask, list) else [mask] * len(grays)
-        refs = reference if isinstance(reference, list) else [reference] * len(grays)
-        out = self._ready("colorize").colorize(grays, holes, saturation=saturation, tile=self._tile, references=refs)
+        holes, refs = (v if isinstance(v, list) else [v] * len(grays) for v in (mask, reference))
+        hints = hints if isinstance(gray, list) and hints is not None else [hints] * len(grays)
+        out = self._ready("colorize").colorize(grays, holes, saturation=saturation, tile=self._tile, references=refs,
+                                               hints=[Hints.of(h) for h in hints])
         return out if isinstance(gray, list) else out[0]
 
     @property
@@ -202,23 +205,30 @@ class Pipeline:
         return self.tile_size, self.tile_overlap
 
     def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
-                saturation: float | None = None, references=None):
-        """Restore one image: a path, PIL image or uint8 array of any size and mode (colour input
-        is reduced to its gray first). ``mask``: optional (path/PIL/array, nonzero = damaged, same
+                saturation: float | None = None, references=None, hints=None, keep_colour: bool | None = None):
+        """Restore one image: a path, PIL image or uint8 array of any size and mode. ``mask``: optional (path/PIL/array, nonzero = damaged, same
         size), skips detection. ``damage`` and ``saturation``: as in ``detect`` and ``color``.
         ``references``: photos of the same scene (a ``pipeline.references.Library``, an index
         file or a folder): a verified match gives the hole's content and the colour where it
-        covers. Returns a PIL RGB image of the input's size, or with ``return_intermediates=True``
-        a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
-        gray = to_gray(img)
+        covers. ``hints``: colours known at points, ``[(x, y, (r, g, b) or "#rrggbb"), ...]`` in
+        pixels of the image (a colorizer with hint channels). ``keep_colour``: a colour photo
+        keeps its own colour outside the damage, the hole's colour is taken from it (True; None:
+        when ``stages.processors.own_colour`` finds colour, not only a gray or a sepia tone), or is
+        coloured from its gray (False). Returns a PIL RGB image of the input's size, or with
+        ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
+        im = open_image(img)
+        gray, own = to_gray(im), kept_colour(im, keep_colour)
         r = self.restore_many([gray], [to_mask(mask, gray.shape) if mask is not None else None], damage, saturation,
-                              references)[0]
+                              references, [hints], [own])[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,
-                     saturation: float | None = None, references=None) -> list:
+                     saturation: float | None = None, references=None, hints: list | None = None,
+                     own: list | None = None) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
-        (detect). Returns ``Restoration`` objects in order."""
+        (detect); ``hints``: one item per gray (see ``restore``), or None; ``own``: per gray, the
+        (H,W,3) uint8 colour photo it came from, whose colour is kept (or None). Returns
+        ``Restoration`` objects in order."""
         masks = list(masks or [None] * len(grays))
         todo = [i for i, m in enumerate(masks) if m is None]
         for i, m in zip(todo, self.detect([grays[i] for i in todo], damage) if todo else []):
@@ -229,13 +239,13 @@ class Pipeline:
             lib = open_library(references)
         refs = [lib.match(g, m) if lib is not None else None for g, m in zip(grays, masks)]
         filled = [self.fill(g, m, r) for g, m, r in zip(grays, masks, refs)]
-        images = self.color(filled, masks, saturation, refs)
+        refs = [r if o is None else Reference(g, o, ~m, feather=0, exact=True)
+                for g, m, r, o in zip(grays, masks, refs, own or [None] * len(grays))]
+        images = self.color(filled, masks, saturation, refs, hints or [None] * len(grays))
         return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype("uint8") * 255, "L"),
                             gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
 
-    def __call__(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
-                 saturation: float | None = None, references=None):
-        return self.restore(img, mask, return_intermediates, damage, saturation, references)
+    __call__ = restore
 
 
 OPTIONS = tuple(k for k in inspect.signature(Pipeline.__init__).parameters

@@ -21,9 +21,9 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stages.processors import KINDS
+from stages.processors import KINDS, Hints
 
-from .io import IMAGE_EXTS, ImageError, list_images, save_png, to_gray, to_mask
+from .io import IMAGE_EXTS, ImageError, kept_colour, list_images, open_image, save_png, to_gray, to_mask
 
 
 def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
@@ -82,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--references", metavar="DIR_OR_INDEX",
                     help="photos of the same scenes: a folder (indexed once, cached) or an index from "
                          "python -m pipeline.references build; a verified match gives the hole's content and colour")
+    ap.add_argument("--colour", choices=("auto", "keep", "recolour"), default="auto",
+                    help="a colour photo: keep its own colour and repair only the damage (keep), colour it anew "
+                         "from its gray (recolour), or keep it when it has colour, not only a gray or sepia tone (auto)")
+    ap.add_argument("--hint", action="append", default=[], metavar="X,Y,#RRGGBB",
+                    help="a colour known at pixel X,Y (one input; repeatable), for a colorizer with hint channels")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: this process; ray: a Ray cluster (Ray Data, an actor pool; pip install "
+                         "'restore-pipeline[cluster]')")
+    ap.add_argument("--address", default=None,
+                    help="--engine ray: the cluster to join (auto: the one this machine belongs to; "
+                         "default: start a local Ray)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="--engine ray: restore actors, each with the Pipeline loaded once (default: one per CPU, "
+                         "or per GPU with --device cuda)")
     ap.add_argument("--skip-existing", action="store_true",
                     help="skip inputs whose output PNG exists (resume an interrupted album)")
     ap.add_argument("--no-progress", action="store_true")
@@ -114,8 +128,8 @@ class _Album:
                                                "seconds": "", "status": "", "error": ""})
         row.update(fields)
 
-    def add(self, path: Path, gray, mask) -> None:
-        self.groups[gray.shape].append((path, gray, mask))
+    def add(self, path: Path, gray, mask, own=None, hints=None) -> None:
+        self.groups[gray.shape].append((path, gray, mask, own, hints))
         if len(self.groups[gray.shape]) >= max(1, self.batch_size):
             self.flush(gray.shape)
 
@@ -131,15 +145,16 @@ class _Album:
             return
         t = time.perf_counter()
         try:
-            results = self.pipe.restore_many([g for _, g, _ in items], [m for _, _, m in items], self.damage,
-                                             references=self.references)
+            paths, grays, masks, own, hints = zip(*items)
+            results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
+                                             hints=list(hints), own=list(own))
         except Exception as e:  # a failure of one batch must not lose the others
-            for p, _, _ in items:
+            for p, *_ in items:
                 self.fail(f"{p}: restore failed ({type(e).__name__}: {e})", path=p)
             self.bar.update(len(items))
             return
         seconds = (time.perf_counter() - t) / len(items)
-        for (p, g, _), r in zip(items, results):
+        for (p, g, *_), r in zip(items, results):
             dst = self.out / f"{p.stem}.png"
             self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
                       damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}",
@@ -173,6 +188,21 @@ class _Album:
         return self.out / "manifest.csv"
 
 
+def _hints(texts: list[str], inputs: int):
+    """``--hint X,Y,#RRGGBB`` (or ``X,Y,R,G,B``) items -> a ``stages.Hints`` (None: no hints)."""
+    if not texts:
+        return None
+    if inputs != 1:
+        raise ValueError(f"--hint: colour hints apply to one input, got {inputs}")
+    items = []
+    for t in texts:
+        parts = t.split(",")
+        if len(parts) not in (3, 5):
+            raise ValueError(f"--hint {t}: expected X,Y,#RRGGBB or X,Y,R,G,B")
+        items.append((parts[0], parts[1], parts[2] if len(parts) == 3 else parts[2:]))
+    return Hints.of(items)
+
+
 def _write_zip(zpath: Path, files: list[Path]) -> None:
     """A flat zip of ``files`` (stored: PNGs are compressed already), written atomically."""
     zpath.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +211,72 @@ def _write_zip(zpath: Path, files: list[Path]) -> None:
         for f in files:
             z.write(f, arcname=f.name)
     tmp.replace(zpath)
+
+
+KEEP = {"auto": None, "keep": True, "recolour": False}  # --colour -> Pipeline.restore(keep_colour=)
+
+
+def _mask_of(args, p: Path, n: int) -> Path | None:
+    return find_mask(args.mask, p) if n > 1 or not args.mask or Path(args.mask).is_dir() else Path(args.mask)
+
+
+def _engine(args, n: int):
+    """What restores: ``(pipeline, library, hints)`` for the local engine, ``(ray, None, hints)``
+    for ``--engine ray``; ValueError/RuntimeError/CheckpointError (one line) when it cannot."""
+    hints = _hints(args.hint, n)
+    if args.engine == "ray":
+        from . import cluster
+        from .pipeline import resolve_checkpoint
+        resolve_checkpoint(args.checkpoint)
+        if args.references:  # a folder is indexed here once; the workers read the cached index
+            from .references import open_library
+            open_library(args.references)
+        return cluster.start(args.address), None, hints
+    from .device import select_device
+    from .pipeline import Pipeline
+    opts = {k: v for k, v in (("precision", args.precision), ("backend", args.backend)) if v}
+    pipe = Pipeline.load(args.checkpoint, device=select_device(args.device), **opts)
+    refs = None
+    if args.references:
+        from .references import open_library
+        refs = open_library(args.references)
+    return pipe, refs, hints
+
+
+def _restore_local(args, album, todo: list[Path], n: int, hints) -> list[Path]:
+    for p in todo:  # read lazily, restored in batches of one size
+        try:
+            im = open_image(p)
+            gray, own = to_gray(im), kept_colour(im, KEEP[args.colour])
+            mp = _mask_of(args, p, n)
+            mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
+        except ImageError as e:
+            album.fail(str(e), path=p)
+            album.bar.update(1)
+            continue
+        album.add(p, gray, mask, own, hints)
+    return album.finish()
+
+
+def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path]:
+    from .cluster import restore_album, stop
+    options = {"device": args.device, "precision": args.precision, "backend": args.backend, "damage": args.damage,
+               "references": args.references, "keep_colour": KEEP[args.colour], "hints": hints,
+               "intermediates": args.save_intermediates, "max_pixels": args.max_pixels}
+    written = []
+    try:
+        for row in restore_album(ray, [(p, _mask_of(args, p, n)) for p in todo], album.out, args.checkpoint,
+                                 options, args.workers, args.batch_size):
+            if row["error"]:
+                album.fail(row["error"], path=Path(row["input"]))
+            else:
+                album.note(Path(row["input"]), status="restored", **{k: v for k, v in row.items() if k != "input"})
+                written.append(Path(row["output"]))
+            album.bar.update(1)
+    finally:
+        album.bar.close()
+        stop(ray)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,19 +289,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from stages import CheckpointError
 
-    from .device import select_device
-    from .pipeline import Pipeline
-
     paths, errors = collect_inputs(args.inputs)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     try:
-        opts = {k: v for k, v in (("precision", args.precision), ("backend", args.backend)) if v}
-        pipe = Pipeline.load(args.checkpoint, device=select_device(args.device), **opts)
-        refs = None
-        if args.references:
-            from .references import open_library
-            refs = open_library(args.references)
+        engine, refs, hints = _engine(args, len(paths))
     except (CheckpointError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -214,23 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
     todo = [p for p in paths if p not in set(done)]
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
-    album = _Album(pipe, out, args.batch_size, args.save_intermediates, bar, args.damage, refs)
+    album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs)
     album.failed = len(errors)
     for p in done:
         album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")
     if done:
         print(f"skipped {len(done)} input(s) whose output exists in {out}", file=sys.stderr)
-    for p in todo:  # read lazily, restored in batches of one size
-        try:
-            gray = to_gray(p)
-            mp = find_mask(args.mask, p) if len(paths) > 1 or not args.mask or Path(args.mask).is_dir() else Path(args.mask)
-            mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
-        except ImageError as e:
-            album.fail(str(e), path=p)
-            bar.update(1)
-            continue
-        album.add(p, gray, mask)
-    written = album.finish()
+    if args.engine == "ray":
+        written = _restore_ray(args, album, engine, todo, len(paths), hints)
+    else:
+        written = _restore_local(args, album, todo, len(paths), hints)
     album.write_manifest()
     outputs = written + [out / f"{p.stem}.png" for p in done]
     if args.zip and outputs:

@@ -238,6 +238,12 @@ def _init_from(stage: Stage, path) -> None:
     config lacks, or of another shape, stop the run with one line."""
     src = type(stage).load(path).state_dict()
     own = stage.state_dict()
+    for k in [k for k in src if k in own and _widened(src[k], own[k])]:
+        # a first convolution that takes more input channels (e.g. model.hints): the new ones
+        # start at zero, so the network computes what it did until training moves them
+        log.info("init_from=%s: %s takes %d more input channels (zero)", path, k, own[k].shape[1] - src[k].shape[1])
+        src[k] = torch.cat([src[k], src[k].new_zeros(src[k].shape[0], own[k].shape[1] - src[k].shape[1],
+                                                      *src[k].shape[2:])], 1)
     extra = sorted(set(src) - set(own))
     bad = [k for k in src if k in own and src[k].shape != own[k].shape]
     if extra or bad:
@@ -248,6 +254,12 @@ def _init_from(stage: Stage, path) -> None:
     stage.load_state_dict(src, strict=False)
     if missing:
         log.info("init_from=%s: %d tensors start fresh (not in it), e.g. %s", path, len(missing), missing[0])
+
+
+def _widened(src: torch.Tensor, own: torch.Tensor) -> bool:
+    """A convolution weight (out, in, kh, kw) whose ``own`` version has more input channels."""
+    return src.dim() == own.dim() == 4 and src.shape[1] < own.shape[1] and \
+        src.shape[:1] + src.shape[2:] == own.shape[:1] + own.shape[2:]
 
 
 def _build_stage(cfg: DictConfig, device: torch.device) -> Stage:

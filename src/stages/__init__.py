@@ -15,7 +15,7 @@ from .registry import STAGES, CheckpointError
 from .colorize import Colorizer
 from .inpaint import Inpainter
 from .mask import MaskDetector
-from .processors import KINDS, MaskProcessor, TeleaPrefill
+from .processors import KINDS, Hints, MaskProcessor, Reference, TeleaPrefill
 
 __all__ = ["STAGES", "CheckpointError", "Stage", "register_stage", "MaskDetector", "Inpainter",
-           "Colorizer", "MaskProcessor", "TeleaPrefill", "KINDS"]
+           "Colorizer", "MaskProcessor", "TeleaPrefill", "Reference", "Hints", "KINDS"]

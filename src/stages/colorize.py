@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
-from .processors import Reference
+from .processors import Hints, Reference
 from .metrics import hue_correlation
 from .nets import TTA_SIZES, build_unet, gray_batch, pad_to_multiple, tiled, to_uint8, tta_mean
 
@@ -108,9 +108,11 @@ class Colorizer(Stage):
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
-                    "bin_size", "head_stride")
-    inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation", "hole_ring")
-    training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight")
+                    "bin_size", "head_stride", "hints")
+    inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation", "hole_ring",
+                 "hint_spread", "hint_tone")
+    training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight", "hint_none", "hint_dense",
+                "hint_points")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
                  decoder_channels=(128, 64, 64, 64, 64), encoder_weights: str | None = None,
@@ -118,7 +120,9 @@ class Colorizer(Stage):
                  rebalance: float = 0.5, l1_weight: float = 0.0, work_size: int | None = 256,
                  saturation: float = 1.0, head_stride: int = 4, tta: int = 1,
                  hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head",
-                 hole_weight: float = 1.0, hole_saturation: float = 1.0, hole_ring: float = 0.0):
+                 hole_weight: float = 1.0, hole_saturation: float = 1.0, hole_ring: float = 0.0,
+                 hints: bool = False, hint_none: float = 0.25, hint_dense: float = 0.15, hint_points: float = 8.0,
+                 hint_spread: float = 0.15, hint_tone: float = 25.0):
         self.check_setting("hole_saturation", hole_saturation)
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
@@ -133,7 +137,11 @@ class Colorizer(Stage):
         self.register_buffer("lut", lut)
         self.register_buffer("prior", torch.full((len(centers),), 1.0 / len(centers)))
         out = len(centers) if mode == "classification" else 2
-        self.net = build_unet(1, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        self.net_in_channels = 4 if hints else 1  # + a/110, b/110 and the mask of the colour hints
+        self.net = build_unet(self.net_in_channels, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        if hints:  # zero weights on the hint channels: without hints the network is what it was
+            first = next(m for m in self.net.modules() if isinstance(m, torch.nn.Conv2d))
+            torch.nn.init.zeros_(first.weight.data[:, 1:])
         head = self.net.segmentation_head[0]
         # Colour is smooth: a 1x1 head on ``head_stride``-pooled features. Softmax/cross-entropy
         # over ~227 classes at full resolution would cost more than the rest of the network.
@@ -161,10 +169,14 @@ class Colorizer(Stage):
         """Q, the number of in-gamut ab cells."""
         return len(self.centers)
 
-    def forward(self, gray: torch.Tensor) -> torch.Tensor:
-        """(B,1,H,W) -> (B,Q or 2,ceil(H/s),ceil(W/s)) with s = ``head_stride``."""
+    def forward(self, gray: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,1,H,W) (+ (B,3,H,W) hints: a/110, b/110, mask; None: no hints) -> (B,Q or 2,
+        ceil(H/s),ceil(W/s)) with s = ``head_stride``. A colorizer without ``hints`` ignores them."""
         s = self.config["head_stride"]
-        x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
+        x = gray * 2 - 1
+        if self.config["hints"]:
+            x = torch.cat([x, hints.to(x.dtype) if hints is not None else x.new_zeros(x.shape[0], 3, *x.shape[2:])], 1)
+        x, (h, w) = pad_to_multiple(x, self.multiple)
         return self.run_net(x)[..., :-(-h // s), :-(-w // s)]
 
     def _to_head(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -233,7 +245,7 @@ class Colorizer(Stage):
         cross-entropy is weighted 1 + (``hole_weight`` - 1) * its share of damaged pixels (with
         ``upstream``, the inpainted fill the colorizer sees there)."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
-        out = self(gray).float()
+        out = self(gray, self.sample_hints(rgb) if self.config["hints"] else None).float()
         ab = self._target_ab(rgb, out)
         terms = {}
         if self.config["mode"] == "classification":
@@ -262,6 +274,34 @@ class Colorizer(Stage):
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     @torch.no_grad()
+    def sample_hints(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) RGB in [0,1] -> (B,3,H,W) hints drawn from its true colour, as in user-guided
+        colorization (Zhang et al. 2017): per image, none (``hint_none`` of the time), one dense
+        rectangle of 20-70 % of each side (``hint_dense``: the aligned part of a reference), else a
+        geometric number of points (mean ``hint_points``), each a 1-5 px square of its mean ab."""
+        ab = rgb_to_lab(rgb.float())[:, 1:] / AB_RANGE
+        b, _, h, w = ab.shape
+        hints = ab.new_zeros(b, 3, h, w)
+        c = self.config
+        for i, u in enumerate(torch.rand(b).tolist()):
+            if u < c["hint_none"]:
+                continue
+            dense = u < c["hint_none"] + c["hint_dense"]
+            if dense:
+                bh, bw = (int(n * (0.2 + 0.5 * torch.rand(()).item())) for n in (h, w))
+                boxes = [(torch.randint(0, h - bh + 1, ()).item(), torch.randint(0, w - bw + 1, ()).item(), bh, bw)]
+            else:
+                n = 1 + int(math.log(1 - torch.rand(()).item()) / math.log(1 - 1 / max(c["hint_points"], 1.01)))
+                sizes = torch.randint(1, 6, (min(n, 64),)).tolist()
+                boxes = [(torch.randint(0, h - k + 1, ()).item(), torch.randint(0, w - k + 1, ()).item(), k, k)
+                         for k in sizes]
+            for y, x, bh, bw in boxes:
+                patch = ab[i, :, y:y + bh, x:x + bw]
+                hints[i, :2, y:y + bh, x:x + bw] = patch if dense else patch.mean((1, 2), keepdim=True)
+                hints[i, 2, y:y + bh, x:x + bw] = 1
+        return hints
+
+    @torch.no_grad()
     def metrics(self, batch: dict) -> dict:
         """ab L1, the hue term C of the metric (of ``colorize``'s images), and predicted/true chroma ratio."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
@@ -276,19 +316,25 @@ class Colorizer(Stage):
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
-    def predict_ab(self, gray: torch.Tensor, saturation: float | None = None) -> torch.Tensor:
-        """(B,1,H,W) gray in [0,1] -> (B,2,H,W) ab, computed at most at ``work_size`` (ab is
-        smooth; the full-resolution gray carries the detail) and upsampled; ``tta`` (1/2/4/8)
-        averages the logits over that many flips/transposes; ``saturation`` (None: the setting)
-        scales the result."""
+    def predict_ab(self, gray: torch.Tensor, saturation: float | None = None,
+                   hints: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,1,H,W) gray in [0,1] (+ (B,3,H,W) hints as ``forward`` takes them, or None) ->
+        (B,2,H,W) ab, computed at most at ``work_size`` (ab is smooth; the full-resolution gray
+        carries the detail) and upsampled; ``tta`` (1/2/4/8) averages the logits over that many
+        flips/transposes; ``saturation`` (None: the setting) scales the result."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
         if ws and max(h, w) > ws:
             s = ws / max(h, w)
-            x = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))),
-                              mode="bilinear", align_corners=False, antialias=True)
-        out = tta_mean(self, (x,), int(self.config["tta"]))
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            x = F.interpolate(gray, size=size, mode="bilinear", align_corners=False, antialias=True)
+            if hints is not None:  # a hinted cell keeps its hints' mean colour, however small their share
+                m = F.interpolate(hints[:, 2:], size=size, mode="area")
+                ab = F.interpolate(hints[:, :2] * hints[:, 2:], size=size, mode="area") / m.clamp(min=1e-6)
+                hints = torch.cat([ab, (m > 0).to(ab.dtype)], 1)
+        inputs = (x,) if hints is None or not self.config["hints"] else (x, hints.to(x.device, x.dtype))
+        out = tta_mean(self, inputs, int(self.config["tta"]))
         ab = self.decode(out) * (self.config["saturation"] if saturation is None else saturation)
         if ab.shape[-2:] != (h, w):
             ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
@@ -297,31 +343,43 @@ class Colorizer(Stage):
     @torch.inference_mode()
     def colorize(self, grays: list, holes: list | None = None, *, saturation: float | None = None,
                  hole_saturation: float | None = None, tile: tuple[int, int] = (1024, 128),
-                 references: list | None = None) -> list[np.ndarray]:
+                 references: list | None = None, hints: list | None = None) -> list[np.ndarray]:
         """Same-size (H,W) uint8 grays (one batch) -> (H,W,3) uint8 RGB each, whose PIL gray
         equals the gray (±1). ``holes``: (H,W) bool masks of the inpainted pixels (or None),
         whose colour ``hole_saturation`` scales. ``saturation`` / ``hole_saturation``: this
         call's values (None: the settings). ``tile``: (size, overlap) of the tiles a full-size
         pass runs in (``work_size`` None). ``references``: a ``Reference`` (or None) per gray:
-        where it covers the image its colour replaces the predicted one (feathered at its edge)."""
+        where it covers the image its colour replaces the predicted one (feathered at its edge).
+        ``hints``: a ``stages.Hints`` (or None) per gray, known colours at points: a colorizer with
+        hint channels (``hints`` True) takes them in; any colorizer then spreads each point's
+        correction to the pixels near it of similar gray (``hint_spread``, ``hint_tone``)."""
         if isinstance(grays, torch.Tensor):  # the former signature: a (B,1,H,W) tensor in, (B,H,W,3) out
             warnings.warn("Colorizer.colorize takes a list of (H,W) uint8 grays now (a tensor: one release "
                           "more)", DeprecationWarning, stacklevel=2)
             return np.stack(self.colorize(list(to_uint8(grays)), holes, saturation=saturation,
                                           hole_saturation=hole_saturation, tile=tile, references=references))
         x = gray_batch(grays, self.device)
-        fn = lambda t: self.predict_ab(t, saturation)  # noqa: E731
+        hints = hints if hints is not None else [None] * len(grays)
+        if self.config["hints"] and any(hn is not None for hn in hints):
+            x = torch.cat([x, torch.stack([hn.render(*x.shape[-2:]) if hn is not None else
+                                           x.new_zeros(3, *x.shape[-2:]) for hn in hints]).to(x.device)], 1)
+        fn = lambda t: self.predict_ab(t[:, :1], saturation, t[:, 1:] if t.shape[1] > 1 else None)  # noqa: E731
         ab = fn(x) if self.config["work_size"] else tiled(fn, x, *tile)
         hs = self.config["hole_saturation"] if hole_saturation is None else hole_saturation
         self.check_setting("hole_saturation", hs)
         out = []
         refs = references if references is not None else [None] * len(grays)
-        for g, a, m, r in zip(grays, ab, holes if holes is not None else [None] * len(grays), refs):
+        for g, a, m, r, hn in zip(grays, ab, holes if holes is not None else [None] * len(grays), refs, hints):
             if m is not None and hs != 1.0:
                 a = _scale_inside(a, np.asarray(m, bool), hs)
             if m is not None and self.config["hole_ring"] > 0 and np.asarray(m).any():
                 a = _ring_inside(a, np.asarray(m, bool), self.config["hole_ring"])
-            out.append(gray8_ab_to_rgb8(g, a if r is None else _with_reference(a, r, g)))
+            a = a if r is None else _with_reference(a, r, g)
+            rgb = gray8_ab_to_rgb8(g, a if hn is None else _with_hints(a, hn, g, self.config["hint_spread"],
+                                                                     self.config["hint_tone"]))
+            if r is not None and r.exact:
+                rgb[r.valid] = r.rgb[r.valid]
+            out.append(rgb)
         return out
 
     @torch.inference_mode()
@@ -342,9 +400,12 @@ def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: in
     """(2,H,W) predicted ab blended with the reference's ab by its weight. Where the reference
     does not reach, the prediction is first corrected by how it erred where the reference does,
     per gray level (``bins`` levels; a level seen on few pixels leans on the mean error, with
-    ``prior`` pixels' weight): the same scene's sky, walls and road keep their gray and colour."""
-    w = torch.from_numpy(ref.weight).to(ab.device)
+    ``prior`` pixels' weight): the same scene's sky, walls and road keep their gray and colour.
+    An ``exact`` reference (the photo's own colour) gives its ab, carried into the hole by Telea."""
     ab_ref = rgb_to_lab(torch.from_numpy(ref.rgb).permute(2, 0, 1)[None].float().div(255).to(ab.device))[0, 1:]
+    if ref.exact:  # the photo's own colour: the hole's comes in from around it
+        return _ring_inside(ab_ref, ~ref.valid, 1.0) if not ref.valid.all() else ab_ref
+    w = torch.from_numpy(ref.weight).to(ab.device)
     ab = ab.float()
     full = torch.from_numpy(ref.weight >= 1).to(ab.device)
     if 256 <= int(full.sum()) < full.numel():
@@ -356,6 +417,35 @@ def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: in
         sums = torch.stack([torch.bincount(seen, weights=e, minlength=bins) for e in err])
         ab = ab + ((sums + prior * mean) / (count + prior))[:, level]
     return ab * (1 - w) + ab_ref * w
+
+
+def _with_hints(ab: torch.Tensor, hints: Hints, gray: np.ndarray, spread: float, tone: float,
+                reach: float = 0.05, grid: int = 256) -> torch.Tensor:
+    """(2,H,W) ab corrected by colour hints: each point's error (its colour's ab minus the ab
+    there) is spread with a weight exp(-d²/2(spread·width)²)·exp(-Δgray²/2·tone²) (an edge-aware
+    Shepard interpolation, computed on a grid of at most ``grid`` px and upsampled); where the
+    weights sum to far less than ``reach`` the prediction stays. The defaults were chosen on
+    held-out training photos (benchmarks/hints.py --help)."""
+    h, w = gray.shape
+    s = min(1.0, grid / max(h, w))
+    gh, gw = max(1, round(h * s)), max(1, round(w * s))
+    g = torch.from_numpy(cv2.resize(gray, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32))
+    yy, xx = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32), indexing="ij")
+    lab = rgb_to_lab(torch.from_numpy(hints.colours.T.copy()).float().div(255)[None, :, :, None])[0, 1:, :, 0]
+    num, den = torch.zeros(2, gh, gw), torch.full((gh, gw), reach)
+    for (px, py), target in zip(hints.points.tolist(), lab.T):
+        x, y = int(round(px)), int(round(py))
+        if not (0 <= x < w and 0 <= y < h):  # as ``Hints.render``: a point off the image counts nowhere
+            continue
+        gx, gy = min(int(x * s), gw - 1), min(int(y * s), gh - 1)
+        wgt = torch.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * (spread * gw) ** 2)
+                        - (g - float(gray[y, x])) ** 2 / (2 * tone ** 2))
+        num += wgt * (target - ab[:, y, x].float().cpu()).view(2, 1, 1)
+        den += wgt
+    fix = (num / den)[None]
+    if (gh, gw) != (h, w):
+        fix = F.interpolate(fix, size=(h, w), mode="bilinear", align_corners=False)
+    return ab.float() + fix[0].to(ab.device)
 
 
 def _ring_inside(ab: torch.Tensor, mask: np.ndarray, share: float, radius: int = 5) -> torch.Tensor:
