@@ -11,7 +11,11 @@ without; the scratch detector's settings were chosen there):
 - old-photo damage (``pipeline.damage.real_damage``, seeded): mean IoU of the detected mask per
   kind mix, and the share of damaged pixels found (recall);
 - competition shapes (the dev benchmark's own damaged views): mean and minimum IoU;
-- the inpainter on those thin masks (true mask): hole PSNR against OpenCV Telea.
+- the inpainter on those thin masks (true mask): hole PSNR against OpenCV Telea;
+- old prints (issue 29; ``pipeline.damage.old_print`` with generator seeds (29, i), never drawn in
+  training): undamaged prints changed, and on prints damaged with every old-print kind (crack webs,
+  creases, flakes as well) recall@2px (share of damaged pixels within 2 px of a detected one),
+  precision@2px (share of detected pixels within 2 px of damage) and IoU.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import numpy as np
 import pipeline  # noqa: F401  (first: sets the OpenMP spin count)
 from pipeline import Pipeline
 from pipeline.color import pil_gray
-from pipeline.damage import add_grain, apply_real_damage, real_damage
+from pipeline.damage import OLD_PRINT_KINDS, add_grain, apply_real_damage, old_print, real_damage
 from pipeline.metrics import mask_iou_f1, psnr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,7 +62,7 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
     """The three measurements on one set of photos."""
     res = {"n": len(photos)}
     changed = changed_grain = 0
-    real_iou, real_recall, comp_iou, psnr_net, psnr_telea = [], [], [], [], []
+    real_iou, real_recall, comp_iou, psnr_net, psnr_telea, prints = [], [], [], [], [], []
     for i, (rgb, comp_gray, comp_mask) in enumerate(photos):
         gray = pil_gray(rgb)
         changed += bool(pipe.detect(gray, damage).any())
@@ -75,11 +79,30 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
             psnr_net.append(psnr(grainy[truth], filled[truth]))
             psnr_telea.append(psnr(grainy[truth], telea[truth]))
         comp_iou.append(mask_iou_f1(comp_mask, pipe.detect(comp_gray, damage))[0])
+        prints.append(_old_print_case(pipe, gray, damage, np.random.default_rng((29, i))))
+    p = np.array([v for v in prints if v[1] is not None], float)
+    res.update(print_changed=sum(v[0] for v in prints), print_recall=float(p[:, 1].mean()),
+               print_precision=float(np.nanmean(p[:, 2])), print_iou=float(p[:, 3].mean()))
     res.update(changed=changed, changed_grain=changed_grain, real_iou=float(np.mean(real_iou)),
                real_recall=float(np.mean(real_recall)), comp_iou=float(np.mean(comp_iou)),
                psnr=float(np.mean(psnr_net)), psnr_telea=float(np.mean(psnr_telea)),
                comp_min=float(np.min(comp_iou)))
     return res
+
+
+def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
+    """(undamaged print changed?, recall@2px, precision@2px (nan: nothing found), IoU) on one photo
+    made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
+    printed = old_print(gray, rng)
+    changed = bool(pipe.detect(printed, damage).any())
+    damaged, truth = apply_real_damage(printed, real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS), rng)
+    if not truth.any():
+        return changed, None, None, None
+    found = pipe.detect(damaged, damage)
+    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731  within 2 px
+    recall = float((truth & near(found)).sum() / truth.sum())
+    precision = float((found & near(truth)).sum() / found.sum()) if found.any() else float("nan")
+    return changed, recall, precision, mask_iou_f1(truth, found)[0]
 
 
 def main() -> None:
@@ -104,14 +127,17 @@ def main() -> None:
           f"scratch detector: {'yes ' + str({k: pipe.scratch.config[k] for k in ('threshold', 'min_region')}) if pipe.scratch else 'no'}"
           + (f", set {args.set}" if args.set else ""))
     print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "
-          "| hole PSNR on old-photo damage, true mask: inpainter / Telea | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| hole PSNR on old-photo damage, true mask: inpainter / Telea | undamaged old prints changed "
+          "| old prints: recall@2px / precision@2px / IoU | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, photos in photo_sets(Path(args.shared), args.max_images, args.seed, args.only).items():
         t = time.time()
         r = evaluate(pipe, photos, args.damage)
         print(f"| {name} | {r['n']} | {r['changed']} ({100 * r['changed'] / r['n']:.1f} %) | {r['changed_grain']} "
               f"({100 * r['changed_grain'] / r['n']:.1f} %) | {r['real_iou']:.3f} | {r['real_recall']:.3f} | "
               f"{r['comp_iou']:.4f} ({r['comp_min']:.3f}) | {r['psnr']:.2f} / {r['psnr_telea']:.2f} dB "
+              f"| {r['print_changed']} ({100 * r['print_changed'] / r['n']:.1f} %) "
+              f"| {r['print_recall']:.3f} / {r['print_precision']:.3f} / {r['print_iou']:.3f} "
               f"| {time.time() - t:.0f} |", flush=True)
         if args.grid and name.startswith("dev"):
             grid(pipe, photos, args.damage, args.grid)

@@ -114,3 +114,21 @@ def test_photo_pairs_draw_old_photo_damage_and_undamaged_negatives():
     assert it["mask"].sum() > 0 and bool(changed[it["mask"] > 0].all())  # marked pixels changed visibly
     neg = clean[(1, 7)]
     assert neg["mask"].sum() == 0 and bool((neg["gray"] == neg["target_gray"]).all())
+
+
+def test_old_prints_fade_and_crack_in_webs_creases_and_flakes():
+    from pipeline.damage import OLD_PRINT_KINDS, old_print, real_damage
+    from pipeline.data import SAMPLES_DIR, PhotoPairs
+    from pipeline.io import list_images
+    ramp = np.tile(np.linspace(0, 255, 128).astype(np.uint8), (96, 1))
+    prints = [old_print(ramp, np.random.default_rng(s)) for s in range(12)]
+    assert all(p.shape == ramp.shape and p.dtype == np.uint8 for p in prints)
+    assert np.mean([int(p[:, 20:108].max()) - int(p[:, 20:108].min()) for p in prints]) < 235  # contrast fades
+    assert np.array_equal(old_print(ramp, np.random.default_rng(1)), prints[1])              # seeded
+    for kind in ("web", "crease"):  # thin and long: little of the image, spread over much of it
+        m = real_damage(256, 256, np.random.default_rng(8), kinds=(kind,)).alpha > 0.5
+        assert 0 < m.mean() < 0.12 and np.ptp(np.nonzero(m.any(0))[0]) > 80, kind
+    assert "web" in OLD_PRINT_KINDS
+    pairs = PhotoPairs(list_images(SAMPLES_DIR)[:1], 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0})
+    it = pairs[(0, 3)]
+    assert it["mask"].sum() > 0 and not bool((it["gray"] == it["target_gray"]).all())

@@ -221,6 +221,19 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
         r = np.clip(rng.lognormal(0.3, 0.7, n), 0.6, 9)
         for x, y, rr in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), r):
             cv2.circle(c, (int(x * 4), int(y * 4)), int(rr * 4), 1.0, -1, cv2.LINE_AA, shift=2)
+    elif kind == "web":  # craquelure: a web of short connected cracks over part of the print
+        _web(c, h, w, rng)
+    elif kind == "crease":  # a fold: one long, gently curving line across the print
+        _stroke(c, _walk(h, w, rng, rng.uniform(0.6, 1.2) * diag, 0.004, *_edge_start(h, w, rng)),
+                rng.uniform(1.5, 4) * max(1.0, diag / 1200), rng)
+    elif kind == "flake":  # flaked emulsion: irregular blobs
+        for _ in range(int(rng.integers(1, 12))):
+            r = rng.uniform(0.004, 0.03) * diag
+            n = int(rng.integers(6, 12))
+            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            pts = np.stack([x + np.cos(ang) * r * rng.uniform(0.4, 1, n), y + np.sin(ang) * r * rng.uniform(0.4, 1, n)], 1)
+            cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
     else:  # tear / missing corner: a jagged bite out of an edge
         side = int(rng.integers(4))
         span = rng.uniform(0.1, 0.45) * (w if side % 2 == 0 else h)
@@ -239,6 +252,80 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
         cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
     sigma = rng.uniform(0.3, 0.9)  # soft edges, as in a scan
     return cv2.GaussianBlur(c, (0, 0), sigma).clip(0, 1)
+
+
+def _edge_start(h: int, w: int, rng: np.random.Generator) -> tuple:
+    """A point on the image's border and a heading into it (a crease runs from edge to edge)."""
+    side = int(rng.integers(4))
+    t = rng.uniform(0.1, 0.9)
+    start = [(t * w, 0), (w, t * h), (t * w, h), (0, t * h)][side]
+    return start, side * np.pi / 2 + np.pi / 2 + rng.uniform(-0.5, 0.5)
+
+
+def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator) -> None:
+    """Craquelure into ``c``: 30-70 % of the borders of jittered Voronoi cells (cells 3-10 % of
+    the image side) inside a soft random region, each a crack of 1-2 px (more on large scans)."""
+    from scipy.spatial import cKDTree
+    side = min(h, w)
+    cell = rng.uniform(0.03, 0.10) * side
+    n = int(h * w / cell ** 2) + 4
+    seeds = np.stack([rng.uniform(0, w, n), rng.uniform(0, h, n)], 1)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    warp = [cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), cell / 3) for _ in range(2)]
+    amp = cell * 0.25 / max(1e-6, float(np.abs(warp[0]).max()))
+    pts = np.stack([xx + amp * warp[0], yy + amp * warp[1]], -1).reshape(-1, 2)
+    label = cKDTree(seeds).query(pts, workers=1)[1].reshape(h, w)
+    keep = rng.uniform(0.3, 0.7)  # a share of the cell borders cracks, each border whole or not at all
+    edge = np.zeros((h, w), bool)
+    for a_, b_, out in ((label[:, 1:], label[:, :-1], edge[:, 1:]), (label[1:], label[:-1], edge[1:])):
+        lo_, hi_ = np.minimum(a_, b_), np.maximum(a_, b_)
+        out |= (a_ != b_) & (((lo_ * 7919 + hi_ * 104729) % 1000) < keep * 1000)
+    region = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), side / 6)
+    region = region > np.quantile(region, rng.uniform(0.2, 0.7))  # the web covers 30-80 % of the print
+    edge &= region & (rng.random((h, w)) > 0.03)
+    k = max(1, int(round(rng.uniform(1, 2) * max(1.0, side / 700))))
+    c[cv2.dilate(edge.astype(np.uint8), np.ones((k, k), np.uint8)) > 0] = 1.0
+
+
+def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H,W) uint8 gray of a clean photo -> the gray of an old print of it, scanned: faded
+    contrast and tone curve, blur, paper texture, sometimes a halftone screen, vignetting, a
+    frame, film grain and JPEG. Each step is drawn at random; sizes follow the image's size, so
+    a 256-px and a 3,000-px scan both look like prints."""
+    g = gray.astype(np.float32) / 255
+    h, w = g.shape
+    side = min(h, w)
+    lo, hi = rng.uniform(0, 0.25), rng.uniform(0.7, 1.0)
+    g = lo + (hi - lo) * g ** rng.uniform(0.7, 1.4)                       # fading, tone curve
+    if rng.random() < 0.7:
+        g = cv2.GaussianBlur(g, (0, 0), rng.uniform(0.3, 1.2) * max(1.0, side / 512))
+    paper = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), side / rng.uniform(20, 80))
+    g = g + paper / max(1e-6, float(np.abs(paper).max())) * rng.uniform(0, 0.06)
+    if rng.random() < 0.1:                                                 # a halftone screen
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        period, ang = rng.uniform(3, 6), rng.uniform(0, np.pi / 2)
+        u, v = xx * np.cos(ang) + yy * np.sin(ang), -xx * np.sin(ang) + yy * np.cos(ang)
+        g = g + rng.uniform(0.02, 0.06) * np.cos(2 * np.pi * u / period) * np.cos(2 * np.pi * v / period)
+    if rng.random() < 0.4:                                                 # vignetting
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+        g = g * (1 - rng.uniform(0.1, 0.4) * np.clip(r2 - 0.3, 0, None)) if rng.random() < 0.7 else \
+            g + rng.uniform(0.1, 0.3) * np.clip(r2 - 0.5, 0, None)
+    if rng.random() < 0.15:                                                # a frame (white or dark border)
+        b = max(2, int(rng.uniform(0.02, 0.08) * side))
+        frame = np.ones((h, w), bool)
+        cv2.rectangle(frame.view(np.uint8), (b, b), (w - 1 - b, h - 1 - b), 0, -1)
+        g[frame] = rng.uniform(0.85, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.15)
+    out = np.clip(np.rint(g * 255), 0, 255).astype(np.uint8)
+    if rng.random() < 0.7:
+        out = add_grain(out, rng, rng.uniform(1, 6))
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 92))])
+        out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+OLD_PRINT_KINDS = REAL_KINDS + ("web", "crease", "flake")  # with ``old_print`` (data.damage.print_prob)
 
 
 def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS) -> RealDamage:

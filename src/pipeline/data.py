@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .color import pil_gray
-from .damage import (add_grain, add_touching_region, apply_damage, apply_real_damage, mask_from_pair,
-                     random_damage, real_damage)
+from .damage import (OLD_PRINT_KINDS, add_grain, add_touching_region, apply_damage, apply_real_damage,
+                     mask_from_pair, old_print, random_damage, real_damage)
 from .io import ImageError, list_images, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class PhotoPairs(Dataset):
         # old-photo damage and undamaged negatives (see conf/data/photos.yaml); the rest: shapes
         self.real_prob, self.clean_prob = float(opts.pop("real_prob", 0.0)), float(opts.pop("clean_prob", 0.0))
         self.grain_prob, self.grain_max = float(opts.pop("grain_prob", 0.0)), float(opts.pop("grain_max", 6.0))
+        self.print_prob = float(opts.pop("print_prob", 0.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -181,14 +182,19 @@ class PhotoPairs(Dataset):
 
 
     def _old_photo(self, rgb: np.ndarray, rng: np.random.Generator, clean: bool) -> dict:
-        """An old-photo sample: the gray (with film grain, ``grain_prob``) and either no damage
-        (a negative: empty mask) or scratches/cracks/spots/tears (``real_damage``)."""
+        """An old-photo sample: the gray, as an old print (``old_print``: ``print_prob``) or with
+        film grain (``grain_prob``), and either no damage (a negative: empty mask) or scratches,
+        cracks, spots, tears (``real_damage``; on a print also crack webs, creases and flakes)."""
         gray = pil_gray(rgb)
-        if rng.random() < self.grain_prob:
+        printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
+        if printed:
+            gray = old_print(gray, rng)
+        elif rng.random() < self.grain_prob:
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
         if clean:
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
-        damaged, mask = apply_real_damage(gray, real_damage(*gray.shape, rng), rng)
+        damage = real_damage(*gray.shape, rng, **({"kinds": OLD_PRINT_KINDS} if printed else {}))
+        damaged, mask = apply_real_damage(gray, damage, rng)
         return _to_batch(damaged, rgb, mask, target=gray)
 
 
