@@ -300,3 +300,16 @@ def test_hole_ring_takes_the_holes_colour_from_around_it_and_leaves_the_rest():
     ring = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~mask
     assert np.array_equal(plain[~mask], ringed[~mask])
     assert chroma(plain)[mask].mean() < 3 < 0.5 * chroma(ringed)[ring].mean() < chroma(ringed)[mask].mean()
+
+
+def test_the_scratch_path_looks_at_more_than_one_scale():
+    det = tiny(MaskDetector, kind="scratches", threshold=0.5)
+    gray = (np.random.default_rng(0).random((48, 64)) * 255).astype(np.uint8)
+    one = det.find_scratches(gray)
+    det.set("scales", [1, 2])
+    both = det.find_scratches(gray)
+    assert both.shape == gray.shape and both.sum() >= one.sum()  # the highest probability of the scales
+    big = np.zeros((1100, 40), np.uint8)
+    assert det.find_scratches(big).shape == big.shape  # 2x would pass 2048 px: that scale is left out
+    with pytest.raises(ValueError, match="scales"):
+        tiny(MaskDetector, scales=[0.5])

@@ -2,6 +2,7 @@
 detection around it (``detect``: work size, threshold, the kind of damage, post-processing)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
@@ -26,12 +27,15 @@ class MaskDetector(Stage):
     looked for when the caller names none; the post-processing of ``stages.processors.MaskProcessor``
     (``refine``, ``refine_band``, ``max_fill``, ``keep_largest``, ``fill_holes``, ``min_region``,
     ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
-    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone).
+    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone);
+    ``scales``, the sizes (× the image) the scratch path looks at, the highest probability kept (a
+    scale above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become
+    2-px ones, as the network saw them in training).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
-                 "kind", "min_region", "detail_size", "min_damage", "min_shape")
+                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -40,9 +44,11 @@ class MaskDetector(Stage):
                  keep_largest: bool = _P.keep_largest, fill_holes: bool = _P.fill_holes, work_size: int | None = None,
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
-                 min_damage: float = 0.0, min_shape: float = _P.min_shape):
+                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,)):
         super().__init__()
         MaskProcessor(kind=kind)  # validates the kind
+        if not scales or any(not isinstance(v, (int, float)) or v < 1 for v in scales):
+            raise ValueError(f"scales must be numbers >= 1, got {scales!r}")
         self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
         self.multiple = 2 ** encoder_depth
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
@@ -114,10 +120,15 @@ class MaskDetector(Stage):
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: the network at ``detail_size``,
         thresholded, small regions dropped; ``gate``: nothing unless it covers at least
         ``min_damage`` of the image."""
-        x = gray_batch([gray], self.device)
-        fn = self.detail_probabilities
-        prob = fn(x) if self.config["detail_size"] else tiled(fn, x, *tile)
-        m = self.post("scratches")(prob[0, 0].float().cpu().numpy() > self.config["threshold"], gray, "scratches")
+        prob = None
+        for s in [s for s in self.config["scales"] if s == 1 or max(gray.shape) * s <= 2048] or [1]:
+            g = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+            x = gray_batch([g], self.device)
+            fn = self.detail_probabilities
+            p = (fn(x) if self.config["detail_size"] else tiled(fn, x, *tile))[0, 0].float().cpu().numpy()
+            p = p if s == 1 else cv2.resize(p, gray.shape[::-1], interpolation=cv2.INTER_AREA)
+            prob = p if prob is None else np.maximum(prob, p)
+        m = self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
         if gate and m.mean() < self.config["min_damage"]:
             return np.zeros_like(m)
         return m
