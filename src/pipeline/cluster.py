@@ -82,11 +82,10 @@ class Restorer:
             self.refs = open_library(options["references"])
 
     def _decode(self, row: dict):
-        from .io import kept_colour, open_bytes, to_gray, to_mask
-        im = open_bytes(row["data"], row["input"])
-        gray = to_gray(im)
-        mask = to_mask(open_bytes(row["mask_data"], row["mask"]), gray.shape, name=row["mask"]) if row["mask"] else None
-        return gray, mask, kept_colour(im, self.options.get("keep_colour"))
+        """The local engine's reading (``io.read_input``), from the bytes."""
+        from .io import open_bytes, read_input
+        mask = open_bytes(row["mask_data"], row["mask"]) if row["mask"] else None
+        return read_input(open_bytes(row["data"], row["input"]), mask, self.options.get("keep_colour"), row["mask"])
 
     def __call__(self, batch: dict) -> dict:
         """Inputs (their bytes) -> their manifest rows, the PNGs written."""

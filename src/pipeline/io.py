@@ -117,6 +117,14 @@ def kept_colour(img, keep_colour: bool | None = None) -> np.ndarray | None:
     return rgb if rgb is not None and (keep_colour or own_colour(rgb)) else None
 
 
+def read_input(img, mask=None, keep_colour: bool | None = None, mask_name: str = "mask") -> tuple:
+    """What a restore reads of one input: ``(gray (H,W) uint8, mask (H,W) bool or None, the colour
+    it keeps (``kept_colour``) or None)``; ``mask``: a path, PIL image or array, or None."""
+    im = open_image(img)
+    gray = to_gray(im)
+    return gray, to_mask(mask, gray.shape, name=mask_name) if mask is not None else None, kept_colour(im, keep_colour)
+
+
 def to_rgb(img) -> np.ndarray:
     """Any supported input -> (H,W,3) uint8 RGB."""
     im = open_image(img)

@@ -19,7 +19,7 @@ from stages.checkpoint import check_format
 from stages.registry import atomic_write_bytes
 
 from . import engines
-from .io import kept_colour, open_image, to_gray, to_mask
+from .io import read_input
 
 FORMAT = "restore-pipeline/1"
 SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scratch": "mask"}  # slot -> stage
@@ -216,10 +216,8 @@ class Pipeline:
         when ``stages.processors.own_colour`` finds colour, not only a gray or a sepia tone), or is
         coloured from its gray (False). Returns a PIL RGB image of the input's size, or with
         ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
-        im = open_image(img)
-        gray, own = to_gray(im), kept_colour(im, keep_colour)
-        r = self.restore_many([gray], [to_mask(mask, gray.shape) if mask is not None else None], damage, saturation,
-                              references, [hints], [own])[0]
+        gray, m, own = read_input(img, mask, keep_colour)
+        r = self.restore_many([gray], [m], damage, saturation, references, [hints], [own])[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,

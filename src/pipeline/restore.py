@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stages.processors import KINDS, Hints
 
-from .io import IMAGE_EXTS, ImageError, kept_colour, list_images, open_image, save_png, to_gray, to_mask
+from .io import IMAGE_EXTS, ImageError, list_images, read_input, save_png
 
 
 def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
@@ -192,7 +192,7 @@ def _hints(texts: list[str], inputs: int):
     """``--hint X,Y,#RRGGBB`` (or ``X,Y,R,G,B``) items -> a ``stages.Hints`` (None: no hints)."""
     if not texts:
         return None
-    if inputs != 1:
+    if inputs > 1:  # (none: each missing input has said so already)
         raise ValueError(f"--hint: colour hints apply to one input, got {inputs}")
     items = []
     for t in texts:
@@ -246,10 +246,8 @@ def _engine(args, n: int):
 def _restore_local(args, album, todo: list[Path], n: int, hints) -> list[Path]:
     for p in todo:  # read lazily, restored in batches of one size
         try:
-            im = open_image(p)
-            gray, own = to_gray(im), kept_colour(im, KEEP[args.colour])
             mp = _mask_of(args, p, n)
-            mask = to_mask(mp, gray.shape, name=str(mp)) if mp is not None else None
+            gray, mask, own = read_input(p, mp, KEEP[args.colour], str(mp))
         except ImageError as e:
             album.fail(str(e), path=p)
             album.bar.update(1)
