@@ -223,3 +223,37 @@ def test_a_killed_album_resumes_with_every_photo_done_once_and_a_manifest(pipe_d
     status = {Path(row["input"]).name: row["status"] for row in rows}
     assert {n for n, s in status.items() if s == "skipped"} == set(first)   # done once: not redone
     assert status["p99.png"] == "failed" and sum(s == "restored" for s in status.values()) == 24 - len(first)
+
+
+def test_batches_restored_at_once_equal_one_at_a_time_and_a_failed_one_keeps_the_others(
+        pipe_dir, tmp_path, monkeypatch, capsys):
+    from pipeline import restore
+    from pipeline.pipeline import Pipeline
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(7):
+        size = (40, 48) if i % 3 else (24, 40)  # two sizes: batches of one size each
+        Image.fromarray(_damaged_photo(i, 64)[:size[0], :size[1]]).save(src / f"p{i}.png")
+    outs = {}
+    for jobs in (1, 3):
+        assert restore.main([str(src), "--checkpoint", str(pipe_dir), "--out", str(tmp_path / f"o{jobs}"),
+                             "--batch-size", "2", "--jobs", str(jobs), "--no-progress"]) == 0
+        outs[jobs] = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / f"o{jobs}").glob("*.png"))}
+    assert len(outs[1]) == 7 and outs[1].keys() == outs[3].keys()
+    assert all(np.array_equal(outs[1][k], outs[3][k]) for k in outs[1])
+
+    real = Pipeline.restore_many
+
+    def failing(self, grays, *a, **k):
+        if grays[0].shape == (24, 40):
+            raise RuntimeError("boom")
+        return real(self, grays, *a, **k)
+    monkeypatch.setattr(Pipeline, "restore_many", failing)
+    capsys.readouterr()
+    assert restore.main([str(src), "--checkpoint", str(pipe_dir), "--out", str(tmp_path / "f"),
+                         "--batch-size", "2", "--jobs", "3", "--no-progress"]) == 1
+    errs = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errs) == 3 and all("boom" in e for e in errs)  # p0, p3, p6
+    assert sorted(p.name for p in (tmp_path / "f").glob("p*.png")) == ["p1.png", "p2.png", "p4.png", "p5.png"]
+    rows = (tmp_path / "f" / "manifest.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[5] for r in rows) == ["failed"] * 3 + ["restored"] * 4

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -97,8 +98,16 @@ def choose(stage: Stage | None, slot: str | None, backend: str, precision, devic
     return None, p
 
 
+_INSTALLING = threading.Lock()  # threads restoring batches at once export and compile a network once
+
+
 def install(stage: Stage, slot: str, backend: str, precision, device: torch.device) -> Stage:
     """``stage``, set to run its network as ``choose`` says (exported and compiled on first use)."""
+    with _INSTALLING:
+        return _install(stage, slot, backend, precision, device)
+
+
+def _install(stage: Stage, slot: str, backend: str, precision, device: torch.device) -> Stage:
     engine, p = choose(stage, slot, backend, precision, device)
     if p == "fp32":
         exact_fp32(device)

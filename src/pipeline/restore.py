@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import time
 import zipfile
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mask", help="a mask file (one input) or a folder of masks named like the inputs")
     ap.add_argument("--save-intermediates", action="store_true", help="also write NAME_mask.png, NAME_gray.png")
     ap.add_argument("--batch-size", type=int, default=4, help="images of one size restored together")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="batches restored at once (default: 2 on a CPU with 2 or more cores, else 1): one "
+                         "batch's pre/post-processing runs beside another's network")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--precision", default=None, help="fp32 | bf16 | auto (default: the checkpoint's)")
     ap.add_argument("--backend", default=None, help="torch | openvino | onnx | auto (default: the checkpoint's)")
@@ -103,15 +107,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Album:
-    """Restores images in batches of one size and writes the PNGs in a background thread (zlib
-    releases the GIL, so encoding overlaps the next batch). A failed image or batch is reported
+    """Restores images in batches of one size, ``jobs`` batches at once, and writes the PNGs in a
+    background thread. Threads suffice: the engines, torch, OpenCV and zlib release the GIL, so one
+    batch's pre/post-processing runs beside another's network. A failed image or batch is reported
     on one line and counted; the others go on."""
 
     def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None,
-                 references=None):
+                 references=None, jobs: int = 1):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
-        self.damage, self.references = damage, references
+        self.damage, self.references, self.jobs = damage, references, max(1, jobs)
         self.groups: dict[tuple, list] = defaultdict(list)
+        self.workers = ThreadPoolExecutor(max_workers=self.jobs)
+        self.running: deque = deque()  # (items, future) of the batches in flight, oldest first
         self.saver = ThreadPoolExecutor(max_workers=1)
         self.saving: list = []
         self.failed = 0
@@ -139,21 +146,31 @@ class _Album:
             save_png(r.mask, self.out / f"{stem}_mask.png")
             save_png(r.gray, self.out / f"{stem}_gray.png")
 
-    def flush(self, key) -> None:
-        items = self.groups.pop(key, [])
-        if not items:
-            return
+    def _restore(self, items) -> tuple[list, float]:
+        """The batch's results and its seconds per image (while it ran)."""
         t = time.perf_counter()
+        paths, grays, masks, own, hints = zip(*items)
+        results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
+                                         hints=list(hints), own=list(own))
+        return results, (time.perf_counter() - t) / len(items)
+
+    def flush(self, key) -> None:
+        """Start restoring the group ``key``; collect the oldest batches beyond ``jobs`` in flight."""
+        items = self.groups.pop(key, [])
+        if items:
+            self.running.append((items, self.workers.submit(self._restore, items)))
+        keep = self.jobs - 1 if items else 0  # flush(None): wait for every batch
+        while len(self.running) > keep:
+            self._collect(*self.running.popleft())
+
+    def _collect(self, items, job) -> None:
         try:
-            paths, grays, masks, own, hints = zip(*items)
-            results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
-                                             hints=list(hints), own=list(own))
+            results, seconds = job.result()
         except Exception as e:  # a failure of one batch must not lose the others
             for p, *_ in items:
                 self.fail(f"{p}: restore failed ({type(e).__name__}: {e})", path=p)
             self.bar.update(len(items))
             return
-        seconds = (time.perf_counter() - t) / len(items)
         for (p, g, *_), r in zip(items, results):
             dst = self.out / f"{p.stem}.png"
             self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
@@ -166,6 +183,8 @@ class _Album:
         """Restore what is left, wait for the writes; returns the PNGs written."""
         for key in list(self.groups):
             self.flush(key)
+        self.flush(None)  # the batches still in flight
+        self.workers.shutdown()
         self.bar.close()
         written = []
         for dst, job, src in self.saving:
@@ -243,6 +262,12 @@ def _engine(args, n: int):
     return pipe, refs, hints
 
 
+def _jobs(args, pipe) -> int:
+    if args.jobs is not None or args.engine == "ray":
+        return max(1, args.jobs or 1)
+    return min(2, os.cpu_count() or 1) if pipe.device.type == "cpu" else 1
+
+
 def _restore_local(args, album, todo: list[Path], n: int, hints) -> list[Path]:
     for p in todo:  # read lazily, restored in batches of one size
         try:
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
     todo = [p for p in paths if p not in set(done)]
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
-    album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs)
+    album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, _jobs(args, engine))
     album.failed = len(errors)
     for p in done:
         album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")
