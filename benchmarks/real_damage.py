@@ -13,7 +13,8 @@ without; the scratch detector's settings were chosen there):
 - competition shapes (the dev benchmark's own damaged views): mean and minimum IoU;
 - the inpainter on those thin masks (true mask): hole PSNR against OpenCV Telea;
 - old prints (issue 29; ``pipeline.damage.old_print`` with generator seeds (29, i), never drawn in
-  training): undamaged prints changed, and on prints damaged with every old-print kind (crack webs,
+  training; half first given fine detail of their own, ``add_fine_detail``: thin lines and text):
+  undamaged prints changed, and on prints damaged with every old-print kind, worn (crack webs,
   creases, flakes as well) recall@2px (share of damaged pixels within 2 px of a detected one),
   precision@2px (share of detected pixels within 2 px of damage) and IoU.
 """
@@ -29,7 +30,7 @@ import numpy as np
 import pipeline  # noqa: F401  (first: sets the OpenMP spin count)
 from pipeline import Pipeline
 from pipeline.color import pil_gray
-from pipeline.damage import OLD_PRINT_KINDS, add_grain, apply_real_damage, old_print, real_damage
+from pipeline.damage import OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print, real_damage
 from pipeline.metrics import mask_iou_f1, psnr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -93,9 +94,9 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
 def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
     """(undamaged print changed?, recall@2px, precision@2px (nan: nothing found), IoU) on one photo
     made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
-    printed = old_print(gray, rng)
+    printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
     changed = bool(pipe.detect(printed, damage).any())
-    damaged, truth = apply_real_damage(printed, real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS), rng)
+    damaged, truth = apply_real_damage(printed, real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True), rng)
     if not truth.any():
         return changed, None, None, None
     found = pipe.detect(damaged, damage)

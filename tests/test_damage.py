@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 
 from pipeline.damage import SHAPES, apply_damage, mask_from_pair, random_damage, rule_mask
@@ -132,3 +133,24 @@ def test_old_prints_fade_and_crack_in_webs_creases_and_flakes():
     pairs = PhotoPairs(list_images(SAMPLES_DIR)[:1], 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0})
     it = pairs[(0, 3)]
     assert it["mask"].sum() > 0 and not bool((it["gray"] == it["target_gray"]).all())
+
+
+def test_worn_lines_zigzag_vary_and_break_and_fine_detail_is_never_damage():
+    from pipeline.damage import _layer, add_fine_detail
+    from pipeline.data import SAMPLES_DIR, PhotoPairs
+    from pipeline.io import list_images
+    worn = [_layer(256, 256, "crack", np.random.default_rng(s), worn=True) for s in range(6)]
+    plain = [_layer(256, 256, "crack", np.random.default_rng(s)) for s in range(6)]
+    # a plain crack is opaque along its length (its peak, within 2 px, near 1); a worn one's varies
+    faint = lambda c: np.mean(cv2.dilate(c, np.ones((5, 5), np.uint8))[c > 0.15] < 0.7)  # noqa: E731
+    assert np.mean([faint(c) for c in plain]) < 0.1 and np.mean([faint(c) for c in worn]) > 0.25
+    web = _layer(256, 256, "web", np.random.default_rng(2), worn=True)
+    assert len(np.unique(np.round(web[web > 0.5], 2))) > 5  # each crack of the web its own opacity
+    gray = np.full((128, 160), 120, np.uint8)
+    detailed = add_fine_detail(gray, np.random.default_rng(4))
+    changed = detailed != gray
+    assert 0 < changed.mean() < 0.3 and 20 <= detailed.min() and detailed.max() <= 235  # never paper white
+    assert np.array_equal(detailed, add_fine_detail(gray, np.random.default_rng(4)))   # seeded
+    pairs = PhotoPairs(list_images(SAMPLES_DIR)[:1], 64, True, 0,
+                       {"clean_prob": 1.0, "print_prob": 1.0, "detail_prob": 1.0})
+    assert all(pairs[(0, s)]["mask"].sum() == 0 for s in range(3))  # the photo's own detail: no damage

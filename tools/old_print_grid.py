@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.color import pil_gray
-from pipeline.damage import OLD_PRINT_KINDS, apply_real_damage, old_print, real_damage
+from pipeline.damage import OLD_PRINT_KINDS, add_fine_detail, apply_real_damage, old_print, real_damage
 
 H = 256
 
@@ -60,8 +60,9 @@ def main() -> int:
             k += 1
             s = H / gray.shape[0]
             gray = np.asarray(Image.fromarray(gray).resize((round(gray.shape[1] * s), H), Image.LANCZOS))
-            printed = old_print(gray, rng)
-            synth.append(apply_real_damage(printed, real_damage(*printed.shape, rng, kinds=OLD_PRINT_KINDS), rng)[0])
+            printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
+            synth.append(apply_real_damage(printed, real_damage(*printed.shape, rng, kinds=OLD_PRINT_KINDS, worn=True),
+                                              rng)[0])
         rows.append(_row(synth, width))
     grid = np.concatenate([np.concatenate([r, np.full((8, width), 255, np.uint8)]) for r in rows])
     Image.fromarray(grid).save(args.out, quality=85)

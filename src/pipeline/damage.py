@@ -191,41 +191,70 @@ def _walk(h: int, w: int, rng: np.random.Generator, length: float, bend: float, 
     return np.array(pts)
 
 
-def _stroke(canvas: np.ndarray, pts: np.ndarray, width: float, rng: np.random.Generator) -> None:
-    """Draw a path of varying width (±50 % along it) into a float canvas, anti-aliased."""
+def _stroke(canvas: np.ndarray, pts: np.ndarray, width: float, rng: np.random.Generator, worn: bool = False) -> None:
+    """Draw a path of varying width (±50 % along it) into a float canvas, anti-aliased. ``worn``
+    (a real print's crack): the path zig-zags by about a pixel, its opacity varies along it
+    (0.35–1) and about one part in eight is missing (the crack is broken)."""
     seg = max(2, len(pts) // int(rng.integers(2, 6)))
+    if worn:
+        pts = _jagged(pts, rng, rng.uniform(0.3, 0.8) * max(1.0, width / 2))
+        seg = max(2, seg // 3)
+    out = np.zeros_like(canvas) if worn else canvas
     for i in range(0, len(pts) - 1, seg):
         part = np.round(pts[i:i + seg + 1] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
         t = max(1, int(round(width * rng.uniform(0.5, 1.5))))
-        cv2.polylines(canvas, [part], False, 1.0, thickness=t, lineType=cv2.LINE_AA, shift=2)
+        if worn and rng.random() < 0.12:
+            continue
+        cv2.polylines(out, [part], False, rng.uniform(0.35, 1.0) if worn else 1.0, thickness=t,
+                      lineType=cv2.LINE_AA, shift=2)
+    if worn:
+        np.maximum(canvas, out, out=canvas)
 
 
-def _layer(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """(H,W) float32 coverage in [0,1] of one kind of damage."""
+def _jagged(pts: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarray:
+    """A path (N,2) with each point pushed sideways by ~``amp`` px, half at random, half drifting:
+    the small-scale zig-zag of a crack in emulsion, not the smooth curve of a pen."""
+    if len(pts) < 3:
+        return pts
+    d = np.gradient(pts, axis=0)
+    n = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    drift = np.cumsum(rng.normal(0, amp * 0.4, len(pts)))
+    drift -= np.convolve(np.pad(drift, 4, mode="edge"), np.ones(9) / 9, mode="valid")  # only the short-range part
+    return pts + n * (rng.normal(0, amp * 0.6, len(pts)) + drift)[:, None]
+
+
+def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = False) -> np.ndarray:
+    """(H,W) float32 coverage in [0,1] of one kind of damage; ``worn``: as on a real print (lines
+    jagged, uneven and broken, cracks with flakes along them, crack webs irregular)."""
     c = np.zeros((h, w), np.float32)
     diag = float(np.hypot(h, w))
     if kind == "scratch":  # long, thin, nearly straight
         for _ in range(int(rng.integers(1, 6))):
-            _stroke(c, _walk(h, w, rng, rng.uniform(0.15, 1.0) * diag, 0.01), rng.uniform(1, 3), rng)
+            _stroke(c, _walk(h, w, rng, rng.uniform(0.15, 1.0) * diag, 0.01), rng.uniform(1, 3), rng, worn)
     elif kind == "crack":  # jagged, branching
         for _ in range(int(rng.integers(1, 3))):
             main = _walk(h, w, rng, rng.uniform(0.2, 0.8) * diag, 0.06)
-            _stroke(c, main, rng.uniform(1, 3.5), rng)
+            _stroke(c, main, rng.uniform(1, 3.5), rng, worn)
+            if worn:  # emulsion flaking off along the crack
+                for x, y in main[rng.choice(len(main), int(rng.integers(0, 8)))]:
+                    cv2.circle(c, (int(x * 4), int(y * 4)), int(rng.uniform(1, 3) * max(1.0, diag / 1200) * 4),
+                               float(rng.uniform(0.5, 1)), -1, cv2.LINE_AA, shift=2)
             for _ in range(int(rng.integers(0, 5))):
                 i = int(rng.integers(len(main)))
                 d = main[min(i + 1, len(main) - 1)] - main[max(i - 1, 0)]
                 a = np.arctan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)
-                _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.3) * diag, 0.08, main[i], a), rng.uniform(1, 2.5), rng)
+                _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.3) * diag, 0.08, main[i], a), rng.uniform(1, 2.5), rng,
+                        worn)
     elif kind == "spots":  # dust, mould, flecks: many small soft dots
         n = int(rng.integers(5, 80))
         r = np.clip(rng.lognormal(0.3, 0.7, n), 0.6, 9)
         for x, y, rr in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), r):
             cv2.circle(c, (int(x * 4), int(y * 4)), int(rr * 4), 1.0, -1, cv2.LINE_AA, shift=2)
     elif kind == "web":  # craquelure: a web of short connected cracks over part of the print
-        _web(c, h, w, rng)
+        _web(c, h, w, rng, worn)
     elif kind == "crease":  # a fold: one long, gently curving line across the print
         _stroke(c, _walk(h, w, rng, rng.uniform(0.6, 1.2) * diag, 0.004, *_edge_start(h, w, rng)),
-                rng.uniform(1.5, 4) * max(1.0, diag / 1200), rng)
+                rng.uniform(1.5, 4) * max(1.0, diag / 1200), rng, worn)
     elif kind == "flake":  # flaked emulsion: irregular blobs
         for _ in range(int(rng.integers(1, 12))):
             r = rng.uniform(0.004, 0.03) * diag
@@ -262,9 +291,10 @@ def _edge_start(h: int, w: int, rng: np.random.Generator) -> tuple:
     return start, side * np.pi / 2 + np.pi / 2 + rng.uniform(-0.5, 0.5)
 
 
-def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator) -> None:
+def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = False) -> None:
     """Craquelure into ``c``: 30-70 % of the borders of jittered Voronoi cells (cells 3-10 % of
-    the image side) inside a soft random region, each a crack of 1-2 px (more on large scans)."""
+    the image side) inside a soft random region, each a crack of 1-2 px (more on large scans);
+    ``worn``: the borders zig-zag at the pixel scale and each crack has its own opacity."""
     from scipy.spatial import cKDTree
     side = min(h, w)
     cell = rng.uniform(0.03, 0.10) * side
@@ -273,18 +303,27 @@ def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator) -> None:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     warp = [cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), cell / 3) for _ in range(2)]
     amp = cell * 0.25 / max(1e-6, float(np.abs(warp[0]).max()))
-    pts = np.stack([xx + amp * warp[0], yy + amp * warp[1]], -1).reshape(-1, 2)
-    label = cKDTree(seeds).query(pts, workers=1)[1].reshape(h, w)
+    pts = np.stack([xx + amp * warp[0], yy + amp * warp[1]], -1)
+    if worn:
+        pts += np.stack([cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.5)
+                         for _ in range(2)], -1) * rng.uniform(3, 8)
+    label = cKDTree(seeds).query(pts.reshape(-1, 2), workers=1)[1].reshape(h, w)
     keep = rng.uniform(0.3, 0.7)  # a share of the cell borders cracks, each border whole or not at all
     edge = np.zeros((h, w), bool)
-    for a_, b_, out in ((label[:, 1:], label[:, :-1], edge[:, 1:]), (label[1:], label[:-1], edge[1:])):
+    value = np.ones((h, w), np.float32)
+    for a_, b_, out, val in ((label[:, 1:], label[:, :-1], edge[:, 1:], value[:, 1:]),
+                             (label[1:], label[:-1], edge[1:], value[1:])):
         lo_, hi_ = np.minimum(a_, b_), np.maximum(a_, b_)
-        out |= (a_ != b_) & (((lo_ * 7919 + hi_ * 104729) % 1000) < keep * 1000)
+        key = lo_ * 7919 + hi_ * 104729
+        out |= (a_ != b_) & ((key % 1000) < keep * 1000)
+        if worn:  # one opacity per border, 0.35-1
+            np.minimum(val, np.where(a_ != b_, 0.35 + 0.65 * ((key // 1000) % 97) / 96, 1.0), out=val)
     region = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), side / 6)
     region = region > np.quantile(region, rng.uniform(0.2, 0.7))  # the web covers 30-80 % of the print
     edge &= region & (rng.random((h, w)) > 0.03)
     k = max(1, int(round(rng.uniform(1, 2) * max(1.0, side / 700))))
-    c[cv2.dilate(edge.astype(np.uint8), np.ones((k, k), np.uint8)) > 0] = 1.0
+    grown = cv2.dilate(edge.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    c[grown] = np.maximum(c[grown], cv2.erode(value, np.ones((k, k), np.uint8))[grown] if worn else 1.0)
 
 
 def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -325,17 +364,46 @@ def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H,W) uint8 gray -> the same photo with fine detail of its own: thin lines (wires,
+    branches, hair; a shade darker or lighter than where they lie, never paper white or ink
+    black) and sometimes a line of text. Drawn *before* ``old_print``, they fade, blur and grain
+    with the photo: hard negatives for the detector, which must tell them from damage on top."""
+    h, w = gray.shape
+    diag = float(np.hypot(h, w))
+    g = gray.astype(np.float32)
+    for _ in range(int(rng.integers(1, 7))):
+        c = np.zeros((h, w), np.float32)
+        _stroke(c, _walk(h, w, rng, rng.uniform(0.1, 0.7) * diag, rng.uniform(0.005, 0.08)),
+                rng.uniform(1, 2.5) * max(1.0, diag / 1200), rng)
+        shade = rng.uniform(25, 90) * (1 if rng.random() < 0.5 else -1)
+        target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + shade, 20, 235)
+        a = c * rng.uniform(0.6, 1.0)
+        g = g * (1 - a) + target * a
+    if rng.random() < 0.3:
+        text = "".join(rng.choice(list("ABCDEFGHIJKLMNOPRSTUVWXYZ 0123456789"), int(rng.integers(4, 16))))
+        scale = rng.uniform(0.3, 1.0) * max(1.0, min(h, w) / 512)
+        pos = (int(rng.uniform(0, 0.6) * w), int(rng.uniform(0.1, 0.95) * h))
+        ink = float(np.clip(g[min(pos[1], h - 1), min(pos[0], w - 1)] + rng.choice([-1, 1]) * rng.uniform(40, 100), 20, 235))
+        t = np.zeros((h, w), np.uint8)
+        cv2.putText(t, text, pos, int(rng.integers(0, 8)), scale, 255, max(1, int(round(scale * 1.5))), cv2.LINE_AA)
+        a = t.astype(np.float32) / 255
+        g = g * (1 - a) + ink * a
+    return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+
 OLD_PRINT_KINDS = REAL_KINDS + ("web", "crease", "flake")  # with ``old_print`` (data.damage.print_prob)
 
 
-def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS) -> RealDamage:
+def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS, worn: bool = False) -> RealDamage:
     """One to three kinds of old-photo damage for an (h, w) image: each kind bright (dust,
-    emulsion scratches, paper showing through) or dark (dirt, cracks), mostly opaque."""
+    emulsion scratches, paper showing through) or dark (dirt, cracks), mostly opaque; ``worn``:
+    lines as on a real print (see ``_layer``)."""
     alpha = np.zeros((h, w), np.float32)
     value = np.zeros((h, w), np.float32)
     chosen = tuple(sorted({str(kinds[int(rng.integers(len(kinds)))]) for _ in range(int(rng.integers(1, 4)))}))
     for kind in chosen:
-        a = _layer(h, w, kind, rng) * rng.uniform(0.7, 1.0)
+        a = _layer(h, w, kind, rng, worn) * rng.uniform(0.7, 1.0)
         bright = rng.random() < (0.8 if kind == "tear" else 0.6)
         v = rng.uniform(200, 255) if bright else rng.uniform(0, 55)
         take = a > alpha

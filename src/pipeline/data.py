@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .color import pil_gray
-from .damage import (OLD_PRINT_KINDS, add_grain, add_touching_region, apply_damage, apply_real_damage,
-                     mask_from_pair, old_print, random_damage, real_damage)
+from .damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, add_touching_region, apply_damage,
+                     apply_real_damage, mask_from_pair, old_print, random_damage, real_damage)
 from .io import ImageError, list_images, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ class PhotoPairs(Dataset):
         self.real_prob, self.clean_prob = float(opts.pop("real_prob", 0.0)), float(opts.pop("clean_prob", 0.0))
         self.grain_prob, self.grain_max = float(opts.pop("grain_prob", 0.0)), float(opts.pop("grain_max", 6.0))
         self.print_prob = float(opts.pop("print_prob", 0.0))
+        self.detail_prob = float(opts.pop("detail_prob", 0.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -188,12 +189,14 @@ class PhotoPairs(Dataset):
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if printed:
+            if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
+                gray = add_fine_detail(gray, rng)
             gray = old_print(gray, rng)
         elif rng.random() < self.grain_prob:
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
         if clean:
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
-        damage = real_damage(*gray.shape, rng, **({"kinds": OLD_PRINT_KINDS} if printed else {}))
+        damage = real_damage(*gray.shape, rng, **({"kinds": OLD_PRINT_KINDS, "worn": True} if printed else {}))
         damaged, mask = apply_real_damage(gray, damage, rng)
         return _to_batch(damaged, rgb, mask, target=gray)
 
