@@ -15,8 +15,9 @@ to test in a browser, and the API is the same routes the page uses:
   ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
   (``auto``, ``shape``, ``scratches``), ``references`` (any number of colour photos of the same
   scene; a verified one gives the hole's content and the colour), ``colour`` (``auto``, ``keep``,
-  ``recolour``: what a colour photo keeps), ``hints`` (JSON ``[[x, y, "#rrggbb"], ...]``, colours
-  known at pixels; a colorizer with hint channels) -> the restored PNG. ``/api/restore/full`` returns JSON
+  ``recolour``: what a colour photo keeps), ``normalise`` (true: a faded print's tones spread
+  again), ``hints`` (JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels; a colorizer with
+  hint channels) -> the restored PNG. ``/api/restore/full`` returns JSON
   with the image, the inpainted gray and the mask as PNG data URLs; ``/api/detect`` the mask PNG.
 - A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
   one restore at a time (a lock), so two at once never mix their results or settings.
@@ -101,10 +102,11 @@ class Restorer:
 
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
                 damage: Optional[str] = None, references: Optional[list] = None, colour: Optional[str] = None,
-                hints: Optional[str] = None):
+                hints: Optional[str] = None, normalise: bool = False):
         """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request. ``colour``:
         ``auto``, ``keep`` or ``recolour`` (a colour photo, see ``Pipeline.restore(keep_colour=)``);
-        ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels of the image."""
+        ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels of the image;
+        ``normalise``: a faded print's tones spread again (``Pipeline.restore(normalise=)``)."""
         im = self.read(image, "image")
         m = to_mask(self.read(mask, "mask"), (im.height, im.width), name="mask upload") if mask else None
         if colour not in (None, *COLOUR):
@@ -118,7 +120,7 @@ class Restorer:
             refs = self.references(references or [])
             return self.pipe.restore(im, mask=m, return_intermediates=True, damage=damage, references=refs,
                                      saturation=None if saturation is None else float(saturation),
-                                     keep_colour=COLOUR.get(colour), hints=hints)
+                                     keep_colour=COLOUR.get(colour), hints=hints, normalise=bool(normalise))
 
     def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
         gray = to_gray(self.read(image, "image"))
@@ -200,8 +202,9 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     def restored(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
                  saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
                  references: Optional[List[UploadFile]] = File(None), colour: Optional[str] = Form(None),
-                 hints: Optional[str] = Form(None)):
-        return _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references), colour, hints)
+                 hints: Optional[str] = Form(None), normalise: bool = Form(False)):
+        return _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references), colour, hints,
+                    normalise)
 
     @app.post("/api/restore")
     def restore(res=Depends(restored)):

@@ -107,7 +107,8 @@ class Restorer:
                 res = self.pipe.restore_many([g for _, g, _, _ in items], [m for _, _, m, _ in items],
                                              self.options.get("damage"), references=self.refs,
                                              hints=[self.options.get("hints")] * len(items),
-                                             own=[o for *_, o in items])
+                                             own=[o for *_, o in items],
+                                             normalise=bool(self.options.get("normalise")))
             except Exception as e:  # a failed batch must not lose the others
                 for i, *_ in items:
                     rows[i]["error"] = f"{rows[i]['input']}: restore failed ({type(e).__name__}: {e})"

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from stages import CheckpointError, Stage
-from stages.processors import Hints, Reference
+from stages.processors import Hints, Reference, stretch_contrast
 from stages.checkpoint import check_format
 from stages.registry import atomic_write_bytes
 
@@ -205,7 +205,8 @@ class Pipeline:
         return self.tile_size, self.tile_overlap
 
     def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
-                saturation: float | None = None, references=None, hints=None, keep_colour: bool | None = None):
+                saturation: float | None = None, references=None, hints=None, keep_colour: bool | None = None,
+                normalise: bool = False):
         """Restore one image: a path, PIL image or uint8 array of any size and mode. ``mask``: optional (path/PIL/array, nonzero = damaged, same
         size), skips detection. ``damage`` and ``saturation``: as in ``detect`` and ``color``.
         ``references``: photos of the same scene (a ``pipeline.references.Library``, an index
@@ -214,19 +215,21 @@ class Pipeline:
         pixels of the image (a colorizer with hint channels). ``keep_colour``: a colour photo
         keeps its own colour outside the damage, the hole's colour is taken from it (True; None:
         when ``stages.processors.own_colour`` finds colour, not only a gray or a sepia tone), or is
-        coloured from its gray (False). Returns a PIL RGB image of the input's size, or with
+        coloured from its gray (False). ``normalise``: a faded print's restored gray gets its tones
+        spread again (``stages.processors.stretch_contrast``; only where its range has shrunk; off:
+        the gray stays the input's). Returns a PIL RGB image of the input's size, or with
         ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
         gray, m, own = read_input(img, mask, keep_colour)
-        r = self.restore_many([gray], [m], damage, saturation, references, [hints], [own])[0]
+        r = self.restore_many([gray], [m], damage, saturation, references, [hints], [own], normalise)[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,
                      saturation: float | None = None, references=None, hints: list | None = None,
-                     own: list | None = None) -> list:
+                     own: list | None = None, normalise: bool = False) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
         (detect); ``hints``: one item per gray (see ``restore``), or None; ``own``: per gray, the
-        (H,W,3) uint8 colour photo it came from, whose colour is kept (or None). Returns
-        ``Restoration`` objects in order."""
+        (H,W,3) uint8 colour photo it came from, whose colour is kept (or None); ``normalise``:
+        as in ``restore`` (never a kept colour photo's gray). Returns ``Restoration`` objects in order."""
         masks = list(masks or [None] * len(grays))
         todo = [i for i, m in enumerate(masks) if m is None]
         for i, m in zip(todo, self.detect([grays[i] for i in todo], damage) if todo else []):
@@ -237,6 +240,9 @@ class Pipeline:
             lib = open_library(references)
         refs = [lib.match(g, m) if lib is not None else None for g, m in zip(grays, masks)]
         filled = [self.fill(g, m, r) for g, m, r in zip(grays, masks, refs)]
+        if normalise:
+            filled = [f if o is not None else stretch_contrast(f, m)
+                      for f, m, o in zip(filled, masks, own or [None] * len(grays))]
         refs = [r if o is None else Reference(g, o, ~m, feather=0, exact=True)
                 for g, m, r, o in zip(grays, masks, refs, own or [None] * len(grays))]
         images = self.color(filled, masks, saturation, refs, hints or [None] * len(grays))

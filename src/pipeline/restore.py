@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--colour", choices=("auto", "keep", "recolour"), default="auto",
                     help="a colour photo: keep its own colour and repair only the damage (keep), colour it anew "
                          "from its gray (recolour), or keep it when it has colour, not only a gray or sepia tone (auto)")
+    ap.add_argument("--normalise", action="store_true",
+                    help="a faded print: spread its restored gray's tones again (only where their range has "
+                         "shrunk; off: the gray stays the input's, as a competition needs)")
     ap.add_argument("--hint", action="append", default=[], metavar="X,Y,#RRGGBB",
                     help="a colour known at pixel X,Y (one input; repeatable), for a colorizer with hint channels")
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -113,9 +116,9 @@ class _Album:
     on one line and counted; the others go on."""
 
     def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None,
-                 references=None, jobs: int = 1):
+                 references=None, jobs: int = 1, normalise: bool = False):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
-        self.damage, self.references, self.jobs = damage, references, max(1, jobs)
+        self.damage, self.references, self.jobs, self.normalise = damage, references, max(1, jobs), normalise
         self.groups: dict[tuple, list] = defaultdict(list)
         self.workers = ThreadPoolExecutor(max_workers=self.jobs)
         self.running: deque = deque()  # (items, future) of the batches in flight, oldest first
@@ -151,7 +154,7 @@ class _Album:
         t = time.perf_counter()
         paths, grays, masks, own, hints = zip(*items)
         results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
-                                         hints=list(hints), own=list(own))
+                                         hints=list(hints), own=list(own), normalise=self.normalise)
         return results, (time.perf_counter() - t) / len(items)
 
     def flush(self, key) -> None:
@@ -285,7 +288,7 @@ def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path
     from .cluster import restore_album, stop
     options = {"device": args.device, "precision": args.precision, "backend": args.backend, "damage": args.damage,
                "references": args.references, "keep_colour": KEEP[args.colour], "hints": hints,
-               "intermediates": args.save_intermediates, "max_pixels": args.max_pixels}
+               "intermediates": args.save_intermediates, "max_pixels": args.max_pixels, "normalise": args.normalise}
     written = []
     try:
         for row in restore_album(ray, [(p, _mask_of(args, p, n)) for p in todo], album.out, args.checkpoint,
@@ -325,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
     todo = [p for p in paths if p not in set(done)]
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
-    album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, _jobs(args, engine))
+    album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, _jobs(args, engine),
+                   args.normalise)
     album.failed = len(errors)
     for p in done:
         album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")

@@ -195,6 +195,20 @@ def own_colour(rgb: np.ndarray, size: int = 64, threshold: float = 3.5) -> bool:
     return bool(np.percentile(np.linalg.norm(lab[:, 1:] - mean[level], axis=1), 90) >= threshold)
 
 
+def stretch_contrast(gray: np.ndarray, exclude: np.ndarray | None = None, low: float = 0.5, high: float = 99.5,
+                     below: int = 200) -> np.ndarray:
+    """A faded print's gray with its tones spread again: (H,W) uint8 -> (H,W) uint8, the
+    ``low``..``high`` percentiles (of the pixels not in ``exclude``, e.g. the damage) mapped
+    linearly to 0..255. Only a gray whose range has shrunk below ``below`` levels changes; any
+    other comes back unchanged (a copy)."""
+    vals = gray[~exclude] if exclude is not None and (~exclude).any() else gray.ravel()
+    lo, hi = np.percentile(vals, [low, high]) if vals.size else (0.0, 255.0)
+    if hi - lo >= below or hi - lo < 1:
+        return gray.copy()
+    lut = np.clip(np.rint((np.arange(256) - lo) * 255 / (hi - lo)), 0, 255).astype(np.uint8)
+    return lut[gray]
+
+
 @dataclass(frozen=True)
 class Hints:
     """Known colours of an image: ``points`` (N,2) float x, y in pixels of the image (x to the
