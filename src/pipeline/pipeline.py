@@ -215,9 +215,8 @@ class Pipeline:
         pixels of the image (a colorizer with hint channels). ``keep_colour``: a colour photo
         keeps its own colour outside the damage, the hole's colour is taken from it (True; None:
         when ``stages.processors.own_colour`` finds colour, not only a gray or a sepia tone), or is
-        coloured from its gray (False). ``normalise``: a faded print's restored gray gets its tones
-        spread again (``stages.processors.stretch_contrast``; only where its range has shrunk; off:
-        the gray stays the input's). Returns a PIL RGB image of the input's size, or with
+        coloured from its gray (False). ``normalise``: a faded print's tones spread again (its gray's
+        range: ``stages.processors.stretch_contrast``). Returns a PIL RGB image of the input's size, or with
         ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
         gray, m, own = read_input(img, mask, keep_colour)
         r = self.restore_many([gray], [m], damage, saturation, references, [hints], [own], normalise)[0]
