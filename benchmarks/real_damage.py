@@ -16,7 +16,9 @@ without; the scratch detector's settings were chosen there):
   training; half first given fine detail of their own, ``add_fine_detail``: thin lines and text):
   undamaged prints changed, and on prints damaged with every old-print kind, worn (crack webs,
   creases, flakes as well) recall@2px (share of damaged pixels within 2 px of a detected one),
-  precision@2px (share of detected pixels within 2 px of damage) and IoU.
+  precision@2px (share of detected pixels within 2 px of damage) and IoU; and the inpainter on
+  their thin, web-like masks (true mask) against OpenCV Telea: hole PSNR and SSIM (over the
+  damage's bounding box) to the undamaged print.
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
         prints.append(_old_print_case(pipe, gray, damage, np.random.default_rng((29, i))))
     p = np.array([v for v in prints if v[1] is not None], float)
     res.update(print_changed=sum(v[0] for v in prints), print_recall=float(p[:, 1].mean()),
-               print_precision=float(np.nanmean(p[:, 2])), print_iou=float(p[:, 3].mean()))
+               print_precision=float(np.nanmean(p[:, 2])), print_iou=float(p[:, 3].mean()),
+               print_fill=np.nanmean(p[:, 4:8], 0))
     res.update(changed=changed, changed_grain=changed_grain, real_iou=float(np.mean(real_iou)),
                real_recall=float(np.mean(real_recall)), comp_iou=float(np.mean(comp_iou)),
                psnr=float(np.mean(psnr_net)), psnr_telea=float(np.mean(psnr_telea)),
@@ -92,18 +95,26 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
 
 
 def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
-    """(undamaged print changed?, recall@2px, precision@2px (nan: nothing found), IoU) on one photo
-    made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
+    """(undamaged print changed?, recall@2px, precision@2px (nan: nothing found), IoU, hole PSNR and
+    SSIM of the inpainter, the same of Telea (true mask; SSIM over the mask's bounding box)) on one
+    photo made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
     printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
     changed = bool(pipe.detect(printed, damage).any())
     damaged, truth = apply_real_damage(printed, real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True), rng)
     if not truth.any():
-        return changed, None, None, None
+        return changed, None, None, None, None, None, None, None
     found = pipe.detect(damaged, damage)
+    fills = pipe.fill(damaged, truth), cv2.inpaint(damaged, truth.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    ys, xs = np.nonzero(truth)
+    box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    from skimage.metrics import structural_similarity
+    holes = [v for f in fills for v in (psnr(printed[truth], f[truth]),
+                                          structural_similarity(printed[box], f[box], data_range=255)
+                                          if min(printed[box].shape) >= 7 else np.nan)]
     near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731  within 2 px
     recall = float((truth & near(found)).sum() / truth.sum())
     precision = float((found & near(truth)).sum() / found.sum()) if found.any() else float("nan")
-    return changed, recall, precision, mask_iou_f1(truth, found)[0]
+    return changed, recall, precision, mask_iou_f1(truth, found)[0], *holes
 
 
 def main() -> None:
@@ -129,8 +140,9 @@ def main() -> None:
           + (f", set {args.set}" if args.set else ""))
     print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "
           "| hole PSNR on old-photo damage, true mask: inpainter / Telea | undamaged old prints changed "
-          "| old prints: recall@2px / precision@2px / IoU | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| old prints: recall@2px / precision@2px / IoU | old prints, true mask: inpainter / Telea (hole PSNR, "
+          "SSIM) | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, photos in photo_sets(Path(args.shared), args.max_images, args.seed, args.only).items():
         t = time.time()
         r = evaluate(pipe, photos, args.damage)
@@ -139,6 +151,7 @@ def main() -> None:
               f"{r['comp_iou']:.4f} ({r['comp_min']:.3f}) | {r['psnr']:.2f} / {r['psnr_telea']:.2f} dB "
               f"| {r['print_changed']} ({100 * r['print_changed'] / r['n']:.1f} %) "
               f"| {r['print_recall']:.3f} / {r['print_precision']:.3f} / {r['print_iou']:.3f} "
+              "| {:.2f} dB, {:.3f} / {:.2f} dB, {:.3f} ".format(*r["print_fill"]) +
               f"| {time.time() - t:.0f} |", flush=True)
         if args.grid and name.startswith("dev"):
             grid(pipe, photos, args.damage, args.grid)

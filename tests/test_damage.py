@@ -149,7 +149,7 @@ def test_worn_lines_zigzag_vary_and_break_and_fine_detail_is_never_damage():
     gray = np.full((128, 160), 120, np.uint8)
     detailed = add_fine_detail(gray, np.random.default_rng(4))
     changed = detailed != gray
-    assert 0 < changed.mean() < 0.3 and 20 <= detailed.min() and detailed.max() <= 235  # never paper white
+    assert 0 < changed.mean() < 0.5 and 15 <= detailed.min() and detailed.max() <= 240  # never paper white
     assert np.array_equal(detailed, add_fine_detail(gray, np.random.default_rng(4)))   # seeded
     pairs = PhotoPairs(list_images(SAMPLES_DIR)[:1], 64, True, 0,
                        {"clean_prob": 1.0, "print_prob": 1.0, "detail_prob": 1.0})

@@ -253,6 +253,11 @@ def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(mo
     assert pipe.detect(gray, damage="scratches")[50, 10]  # asked for scratches: the line
     pipe.scratch.set("min_damage", 0.01)
     assert pipe.detect(gray)[50, 10]
+    line[50, 5:60] = 0.8                         # found (above the threshold), but nowhere sure (< 0.9)
+    pipe.scratch.set("min_sure", 0.005)
+    assert not pipe.detect(gray).any() and pipe.detect(gray, damage="scratches")[50, 10]
+    line[50, 5:40] = 0.95                        # sure on 35 px: 0.85 % of the image
+    assert pipe.detect(gray)[50, 10]
 
 
 def test_auto_takes_a_constant_fill_as_a_shape_only_when_it_is_large_enough():

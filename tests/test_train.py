@@ -321,3 +321,19 @@ def test_data_workers_prefill_the_inpainter_hole_as_the_stage_would(tmp_path):
     want = tr.stage.prefilled(batch["gray"], batch["mask"])
     assert torch.equal(batch["prefilled"], want) and not torch.equal(want, batch["gray"])
     assert torch.equal(batch["prefilled"][batch["mask"] == 0], batch["gray"][batch["mask"] == 0])
+
+
+def test_a_finished_run_leaves_no_loader_worker_behind(tmp_path):
+    """The workers ignore SIGTERM (a signal to the group must reach the main process first), so
+    one still alive when the interpreter exits would keep the finished run waiting forever."""
+    code = ("import multiprocessing, sys\n"
+            "from tests.test_train import _compose\n"
+            "from pipeline.train import Trainer\n"
+            f"cfg = _compose('stage=mask', 'trainer.max_steps=2', 'trainer.num_workers=1', 'out_dir={tmp_path}')\n"
+            "t = Trainer(cfg)\n"
+            "t.fit()\n"
+            "print('alive', len(multiprocessing.active_children()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "alive 0" in r.stdout  # the Trainer (and its loader) still referenced: its workers stopped anyway

@@ -367,7 +367,7 @@ def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(H,W) uint8 gray -> the same photo with fine detail of its own: thin lines (wires,
     branches, hair; a shade darker or lighter than where they lie, never paper white or ink
-    black) and sometimes a line of text. Drawn *before* ``old_print``, they fade, blur and grain
+    black), sometimes a patch of dotted pattern and a line of text. Drawn *before* ``old_print``, they fade, blur and grain
     with the photo: hard negatives for the detector, which must tell them from damage on top."""
     h, w = gray.shape
     diag = float(np.hypot(h, w))
@@ -380,6 +380,8 @@ def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + shade, 20, 235)
         a = c * rng.uniform(0.6, 1.0)
         g = g * (1 - a) + target * a
+    if rng.random() < 0.5:  # a dotted pattern: a leopard's, a fish's, a print fabric's spots
+        _dots(g, rng)
     if rng.random() < 0.3:
         text = "".join(rng.choice(list("ABCDEFGHIJKLMNOPRSTUVWXYZ 0123456789"), int(rng.integers(4, 16))))
         scale = rng.uniform(0.3, 1.0) * max(1.0, min(h, w) / 512)
@@ -390,6 +392,29 @@ def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         a = t.astype(np.float32) / 255
         g = g * (1 - a) + ink * a
     return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+
+def _dots(g: np.ndarray, rng: np.random.Generator) -> None:
+    """Into the float gray ``g``: a jittered lattice of same-size dots (radius 1.5-6 px, a shade
+    off the ground) over a soft random region, as spots of a pattern are, unlike scattered dust."""
+    h, w = g.shape
+    r = rng.uniform(1.5, 6) * max(1.0, min(h, w) / 1000)
+    step = r * rng.uniform(2.5, 4.5)
+    region = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), min(h, w) / 8)
+    region = region > np.quantile(region, rng.uniform(0.4, 0.85))
+    dots = np.zeros((h, w), np.float32)
+    ang = rng.uniform(0, np.pi)
+    for yy in np.arange(-h, 2 * h, step):
+        for xx in np.arange(-w, 2 * w, step):
+            x = w / 2 + (xx - w / 2) * np.cos(ang) - (yy - h / 2) * np.sin(ang) + rng.normal(0, step * 0.15)
+            y = h / 2 + (xx - w / 2) * np.sin(ang) + (yy - h / 2) * np.cos(ang) + rng.normal(0, step * 0.15)
+            if 0 <= x < w and 0 <= y < h and region[int(y), int(x)]:
+                cv2.circle(dots, (int(x * 4), int(y * 4)), int(r * rng.uniform(0.8, 1.2) * 4), 1.0, -1,
+                           cv2.LINE_AA, shift=2)
+    target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + rng.uniform(40, 110) * (1 if rng.random() < 0.4 else -1), 15, 240)
+    a = dots * rng.uniform(0.7, 1.0)
+    g *= 1 - a
+    g += target * a
 
 
 OLD_PRINT_KINDS = REAL_KINDS + ("web", "crease", "flake")  # with ``old_print`` (data.damage.print_prob)

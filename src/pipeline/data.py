@@ -188,9 +188,9 @@ class PhotoPairs(Dataset):
         cracks, spots, tears (``real_damage``; on a print also crack webs, creases and flakes)."""
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
+        if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
+            gray = add_fine_detail(gray, rng)
         if printed:
-            if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
-                gray = add_fine_detail(gray, rng)
             gray = old_print(gray, rng)
         elif rng.random() < self.grain_prob:
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))

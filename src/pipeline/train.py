@@ -64,6 +64,15 @@ def _worker_init(_worker_id: int) -> None:
     cv2.setNumThreads(1)  # 8-14 workers, each with a pool of every core's threads, oversubscribe the machine
 
 
+def _stop_workers(it) -> None:
+    """Stop a training loader's persistent workers now (torch's own shutdown of its iterator).
+    They ignore SIGTERM (``_worker_init``), so left to the interpreter's exit, which terminates
+    its children with SIGTERM and then waits for them, they would keep a finished run alive."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _lr_lambda(cfg):
     warm, total, floor = int(cfg.warmup_steps), max(1, int(cfg.max_steps)), float(cfg.min_lr_ratio)
 
@@ -508,6 +517,7 @@ class Trainer:
                 if stopping:
                     self._stop(stop["signal"] or signal.SIGTERM)  # SIGTERM: another rank was signalled
         finally:
+            _stop_workers(it)
             bar.close()
             if self.mlog is not None:
                 self.mlog.close()

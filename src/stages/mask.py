@@ -14,6 +14,7 @@ from .nets import build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled
 from .processors import KINDS, MaskProcessor
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
+SURE = 0.9  # the probability ``min_sure`` counts as sure
 
 
 @register_stage("mask")
@@ -27,15 +28,16 @@ class MaskDetector(Stage):
     looked for when the caller names none; the post-processing of ``stages.processors.MaskProcessor``
     (``refine``, ``refine_band``, ``max_fill``, ``keep_largest``, ``fill_holes``, ``min_region``,
     ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
-    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone);
-    ``scales``, the sizes (× the image) the scratch path looks at, the highest probability kept (a
+    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone),
+    and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
+    undamaged photo is mostly unsure); ``scales``, the sizes (× the image) the scratch path looks at, the highest probability kept (a
     scale above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become
     2-px ones, as the network saw them in training).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
-                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales")
+                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -44,7 +46,7 @@ class MaskDetector(Stage):
                  keep_largest: bool = _P.keep_largest, fill_holes: bool = _P.fill_holes, work_size: int | None = None,
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
-                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,)):
+                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0):
         super().__init__()
         MaskProcessor(kind=kind)  # validates the kind
         if not scales or any(not isinstance(v, (int, float)) or v < 1 for v in scales):
@@ -119,7 +121,7 @@ class MaskDetector(Stage):
     def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: the network at ``detail_size``,
         thresholded, small regions dropped; ``gate``: nothing unless it covers at least
-        ``min_damage`` of the image."""
+        ``min_damage`` of the image and is sure on ``min_sure`` of it."""
         prob = None
         for s in [s for s in self.config["scales"] if s == 1 or max(gray.shape) * s <= 2048] or [1]:
             g = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
@@ -129,7 +131,7 @@ class MaskDetector(Stage):
             p = p if s == 1 else cv2.resize(p, gray.shape[::-1], interpolation=cv2.INTER_AREA)
             prob = p if prob is None else np.maximum(prob, p)
         m = self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
-        if gate and m.mean() < self.config["min_damage"]:
+        if gate and (m.mean() < self.config["min_damage"] or (prob >= SURE).mean() < self.config["min_sure"]):
             return np.zeros_like(m)
         return m
 
