@@ -364,11 +364,12 @@ def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(H,W) uint8 gray -> the same photo with fine detail of its own: thin lines (wires,
-    branches, hair; a shade darker or lighter than where they lie, never paper white or ink
-    black), sometimes a patch of dotted pattern and a line of text. Drawn *before* ``old_print``, they fade, blur and grain
-    with the photo: hard negatives for the detector, which must tell them from damage on top."""
+def add_fine_detail(gray: np.ndarray, rng: np.random.Generator, contrast: float = 90) -> np.ndarray:
+    """(H,W) uint8 gray -> the same photo with fine detail of its own: thin lines (wires, chains,
+    branches, hair; 25 to ``contrast`` levels darker or lighter than where they lie: never paper
+    white or ink black up to 90, nearly so above), sometimes a patch of dotted pattern and a line
+    of text. Drawn *before* ``old_print``, they fade, blur and grain with the photo: hard
+    negatives for the detector, which must tell them from damage on top."""
     h, w = gray.shape
     diag = float(np.hypot(h, w))
     g = gray.astype(np.float32)
@@ -376,8 +377,8 @@ def add_fine_detail(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = np.zeros((h, w), np.float32)
         _stroke(c, _walk(h, w, rng, rng.uniform(0.1, 0.7) * diag, rng.uniform(0.005, 0.08)),
                 rng.uniform(1, 2.5) * max(1.0, diag / 1200), rng)
-        shade = rng.uniform(25, 90) * (1 if rng.random() < 0.5 else -1)
-        target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + shade, 20, 235)
+        shade = rng.uniform(25, contrast) * (1 if rng.random() < 0.5 else -1)
+        target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + shade, *((20, 235) if contrast <= 90 else (5, 250)))
         a = c * rng.uniform(0.6, 1.0)
         g = g * (1 - a) + target * a
     if rng.random() < 0.5:  # a dotted pattern: a leopard's, a fish's, a print fabric's spots

@@ -150,6 +150,7 @@ class PhotoPairs(Dataset):
         self.grain_prob, self.grain_max = float(opts.pop("grain_prob", 0.0)), float(opts.pop("grain_max", 6.0))
         self.print_prob = float(opts.pop("print_prob", 0.0))
         self.detail_prob = float(opts.pop("detail_prob", 0.0))
+        self.detail_contrast = float(opts.pop("detail_contrast", 90.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -189,7 +190,7 @@ class PhotoPairs(Dataset):
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
-            gray = add_fine_detail(gray, rng)
+            gray = add_fine_detail(gray, rng, self.detail_contrast)
         if printed:
             gray = old_print(gray, rng)
         elif rng.random() < self.grain_prob:
