@@ -337,3 +337,29 @@ def test_a_finished_run_leaves_no_loader_worker_behind(tmp_path):
                        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "alive 0" in r.stdout  # the Trainer (and its loader) still referenced: its workers stopped anyway
+
+
+def test_a_time_budget_ends_the_run_inside_it_with_the_schedule_annealed(tmp_path, monkeypatch):
+    """``trainer.max_minutes``: a (fake) clock that advances one second per step and a budget of
+    one minute end a run of max_steps 100,000 at about step 60, at the schedule's floor."""
+    import types
+
+    import pipeline.train as pt
+    clock = [0.0]
+    monkeypatch.setattr(pt, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    real_step = pt.Trainer.step
+
+    def timed_step(self, batch, stop_requested=False):
+        clock[0] += 1.0
+        return real_step(self, batch, stop_requested)
+    monkeypatch.setattr(pt.Trainer, "step", timed_step)
+    cfg = _compose("stage=mask", "trainer.max_steps=100000", "trainer.max_minutes=1", "trainer.warmup_steps=5",
+                   "trainer.val_every=1000", "trainer.ckpt_every=1000", "trainer.lr=1e-3",
+                   "trainer.min_lr_ratio=0.1", f"out_dir={tmp_path}")
+    pt.run(cfg)
+    lrs = [(int(r["step"]), float(r["value"])) for r in csv.DictReader(open(tmp_path / "metrics.csv"))
+           if r["tag"] == "train/lr"]
+    last, lr = lrs[-1]
+    assert 55 <= last <= 61, last
+    assert lr == pytest.approx(1e-4) and max(v for _, v in lrs) == pytest.approx(1e-3, rel=0.05)
+    assert isinstance(Stage.load(tmp_path), MaskDetector)  # the final stage was written

@@ -46,7 +46,8 @@ def _unit_shape(kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "triangle":
         while True:
             p = rng.uniform(-0.5, 0.5, (3, 2))
-            area = 0.5 * abs(np.cross(p[1] - p[0], p[2] - p[0]))
+            (ux, uy), (vx, vy) = p[1] - p[0], p[2] - p[0]
+            area = 0.5 * abs(ux * vy - uy * vx)  # numpy 2 removed np.cross of 2-D vectors
             if area > 0.06:  # no slivers
                 return p
     n = int(rng.integers(5, 16))

@@ -74,11 +74,12 @@ def _stop_workers(it) -> None:
 
 
 def _lr_lambda(cfg):
-    warm, total, floor = int(cfg.warmup_steps), max(1, int(cfg.max_steps)), float(cfg.min_lr_ratio)
+    warm, floor = int(cfg.warmup_steps), float(cfg.min_lr_ratio)
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        total = max(1, int(cfg.max_steps))  # read each step: trainer.max_minutes may move it
         p = min(1.0, (step - warm) / max(1, total - warm))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
     return f
@@ -365,6 +366,8 @@ class Trainer:
         seed_everything(int(cfg.seed))
         self.dist = Distributed(str(tc.strategy), select_device(str(tc.device)))
         self.device = device = self.dist.device
+        if tc.get("max_minutes") and self.dist.on:
+            raise TrainingError("trainer.max_minutes needs trainer.strategy=single (ranks would stop at different steps)")
         configure_training(device)
         self.precision = resolve_precision(str(tc.precision), device)
         self.main = self.dist.rank == 0
@@ -514,6 +517,8 @@ class Trainer:
                 losses, stopping = self.step(batch, stop["signal"] is not None)
                 if losses is not None:
                     self._report(losses, bar, t0, start)
+                if tc.get("max_minutes"):
+                    self._fit_budget(float(tc.max_minutes) * 60, t0, start, bar)
                 if stopping:
                     self._stop(stop["signal"] or signal.SIGTERM)  # SIGTERM: another rank was signalled
         finally:
@@ -528,6 +533,20 @@ class Trainer:
             log.info("saved %s stage to %s (%d steps)", self.stage.name, self.out, self.step_no)
         self.dist.finish(self.stage)
         return self.out
+
+    def _fit_budget(self, seconds: float, t0: float, start: int, bar) -> None:
+        """``trainer.max_minutes``: every 50 steps, set ``max_steps`` to what the rest of the time
+        allows at the rate so far (the cosine schedule follows it), so a run on a lent machine
+        anneals and saves inside its time; never more than the configured ``max_steps``."""
+        done = self.step_no - start
+        if done < 20 or done % 50:
+            return
+        if not hasattr(self, "_cap"):
+            self._cap = int(self.tc.max_steps)
+        elapsed = time.time() - t0
+        fit = self.step_no + int(done / elapsed * max(0.0, seconds - elapsed))
+        self.tc.max_steps = max(self.step_no, min(self._cap, fit))
+        bar.total = int(self.tc.max_steps)
 
     def _stop(self, signum: int) -> None:
         self.checkpoint(final=True)
