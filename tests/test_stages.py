@@ -194,16 +194,31 @@ class TestInpainter(StageTestMixin):
     def test_untrained_telea_prefill_starts_at_telea_and_constant_mode_works(self):
         import cv2
         b = make_batch()
-        st = self.make(prefill="telea")
+        st = self.make(prefill="telea", thin=None)  # thin parts' Telea starts from the fill around them
         out = st.predict(b["gray"], b["mask"])
         for o, g, m in zip(out, b["gray"], b["mask"]):
             g8 = (g[0].numpy() * 255).round().astype(np.uint8)
             tel = cv2.inpaint(g8, (m[0].numpy() > 0.5).astype(np.uint8), 3, cv2.INPAINT_TELEA)
             assert np.abs((o[0].numpy() * 255).round() - tel).max() <= 1
-        const = self.make(prefill="constant").predict(b["gray"], b["mask"])
+        const = self.make(prefill="constant", thin=None).predict(b["gray"], b["mask"])
         assert const.shape == out.shape and not torch.allclose(const, out)
         with pytest.raises(ValueError, match="prefill"):
             self.make(prefill="nope")
+
+    def test_thin_parts_of_a_hole_keep_telea_and_thick_parts_the_network(self):
+        import cv2
+        gray = np.random.default_rng(0).integers(60, 200, (64, 64)).astype(np.uint8)  # grainy
+        mask = np.zeros((64, 64), bool)
+        mask[40, 5:60] = True   # a 1-px crack
+        mask[5:25, 5:25] = True  # a thick hole
+        on = self.make(prefill="constant").inpaint(gray, mask)
+        off = self.make(prefill="constant", thin=None).inpaint(gray, mask)
+        crack = np.zeros_like(mask)
+        crack[40, 5:60] = True
+        telea = cv2.inpaint(gray, crack.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        assert np.array_equal(on[crack], telea[crack]) and not np.array_equal(off[crack], telea[crack])
+        assert np.array_equal(on[5:25, 5:25], off[5:25, 5:25])
+        assert np.array_equal(on[~mask], gray[~mask])
 
     def test_ssim_term_stays_fp32_under_bf16_autocast(self):
         # bf16 SSIM once produced a -inf loss mid-training (variances cancel in bf16)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,9 @@ class Inpainter(Stage):
     (pixels of surroundings the network sees around the damaged region), ``work_size`` (the
     network runs at most at this size; None: full size, tiled), ``tta`` (1/2/4/8: average the
     prediction over that many flips/transposes), ``dilate`` and ``telea_radius`` (the mask grown
-    and the Telea prefill, as in training).
+    and the Telea prefill, as in training), ``thin`` (where the hole is thinner than this many
+    pixels, a crack or a scratch, Telea's fill is kept: it carries the grain of both banks, where
+    the network smooths it; None: the network everywhere).
     Loss: L1 weighted towards the hole + ``ssim_weight * (1 - SSIM)`` of the composite
     + ``hole_ssim_weight * (1 - hole SSIM)``, where the hole SSIM is the competition's M term
     on gray: SSIM over the hole's pixels in raster order, as one 1-D signal with a 7-wide window
@@ -42,7 +45,7 @@ class Inpainter(Stage):
     net_in_channels = 2  # prefilled gray, mask
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "prefill",
                     "fourier_blocks", "fourier_level")
-    inference = ("dilate", "work_size", "telea_radius", "tta", "context")
+    inference = ("dilate", "work_size", "telea_radius", "tta", "context", "thin")
     training = ("hole_weight", "valid_weight", "ssim_weight", "hole_ssim_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -50,7 +53,7 @@ class Inpainter(Stage):
                  hole_weight: float = 6.0, valid_weight: float = 1.0, ssim_weight: float = 1.0,
                  dilate: int = 0, work_size: int | None = None, prefill: str = "telea",
                  telea_radius: int = TeleaPrefill.radius, hole_ssim_weight: float = 0.0, fourier_blocks: int = 0,
-                 fourier_level: int = 3, tta: int = 1, context: int = 64):
+                 fourier_level: int = 3, tta: int = 1, context: int = 64, thin: float | None = 3.0):
         if prefill not in ("telea", "constant"):
             raise ValueError(f"prefill must be 'telea' or 'constant', got {prefill!r}")
         if tta not in TTA_SIZES:
@@ -164,9 +167,24 @@ class Inpainter(Stage):
         else:
             out = tiled(lambda t: self.composite(t[:, :1], t[:, 1:]), torch.cat([g, m], 1), *tile)
         patch = np.clip(np.rint(out[0, 0].float().cpu().numpy() * 255), 0, 255).astype(np.uint8)
+        if self.config["thin"]:
+            patch = self._thin_telea(gray[y0:y1, x0:x1], region, patch, float(self.config["thin"]))
         result = gray.copy()
         result[y0:y1, x0:x1][region] = patch[region]
         return result
+
+    def _thin_telea(self, window: np.ndarray, region: np.ndarray, patch: np.ndarray, thin: float) -> np.ndarray:
+        """(h,w) uint8 gray, bool hole, uint8 network fill -> the fill with Telea's where the hole's
+        local thickness (its deepest point within 3 px) is under ``thin`` - 1 px, blended over the
+        next pixel. Telea starts from the network's fill of the thick parts, so they join."""
+        depth = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
+        w = np.clip(cv2.dilate(depth, np.ones((7, 7), np.uint8)) - (thin - 1), 0, 1)
+        part = region & (w < 1)
+        if not part.any():
+            return patch
+        filled = np.where(region, patch, window)
+        telea = cv2.inpaint(filled, part.astype(np.uint8), int(self.config["telea_radius"]), cv2.INPAINT_TELEA)
+        return np.where(part, np.rint(w * patch + (1 - w) * telea), patch).astype(np.uint8)
 
     @torch.inference_mode()
     def predict(self, gray: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
