@@ -1,4 +1,6 @@
-"""Re-pin the shipped demo's restorations (run only when the shipped weights change):
+"""Re-pin the shipped demo's restorations (run only when the shipped weights or a default
+inference setting change; kodim08 was re-pinned for ``inpaint.thin``, the Telea fill of a hole's
+thin tips, 2026-12-04):
 
     python tests/pinned/make_pinned.py
 
