@@ -292,16 +292,6 @@ def _edge_start(h: int, w: int, rng: np.random.Generator) -> tuple:
     return start, side * np.pi / 2 + np.pi / 2 + rng.uniform(-0.5, 0.5)
 
 
-def _soft_noise(h: int, w: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """(h, w) float32 Gaussian noise blurred by ``sigma`` px, drawn on a grid up to ``sigma``/2
-    coarser and upsampled (the same look, a fraction of the blur's cost); its scale is arbitrary:
-    callers normalise it or take quantiles."""
-    f = max(1, int(sigma // 2))
-    gh, gw = h // f + 2, w // f + 2
-    small = cv2.GaussianBlur(rng.normal(0, 1, (gh, gw)).astype(np.float32), (0, 0), sigma / f)
-    return cv2.resize(small, (gw * f, gh * f), interpolation=cv2.INTER_LINEAR)[:h, :w]
-
-
 def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = False) -> None:
     """Craquelure into ``c``: 30-70 % of the borders of jittered Voronoi cells (cells 3-10 % of
     the image side) inside a soft random region, each a crack of 1-2 px (more on large scans);
@@ -312,7 +302,7 @@ def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = F
     n = int(h * w / cell ** 2) + 4
     seeds = np.stack([rng.uniform(0, w, n), rng.uniform(0, h, n)], 1)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    warp = [_soft_noise(h, w, cell / 3, rng) for _ in range(2)]
+    warp = [cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), cell / 3) for _ in range(2)]
     amp = cell * 0.25 / max(1e-6, float(np.abs(warp[0]).max()))
     pts = np.stack([xx + amp * warp[0], yy + amp * warp[1]], -1)
     if worn:
@@ -329,7 +319,7 @@ def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = F
         out |= (a_ != b_) & ((key % 1000) < keep * 1000)
         if worn:  # one opacity per border, 0.35-1
             np.minimum(val, np.where(a_ != b_, 0.35 + 0.65 * ((key // 1000) % 97) / 96, 1.0), out=val)
-    region = _soft_noise(h, w, side / 6, rng)
+    region = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), side / 6)
     region = region > np.quantile(region, rng.uniform(0.2, 0.7))  # the web covers 30-80 % of the print
     edge &= region & (rng.random((h, w)) > 0.03)
     k = max(1, int(round(rng.uniform(1, 2) * max(1.0, side / 700))))
@@ -349,7 +339,7 @@ def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     g = lo + (hi - lo) * g ** rng.uniform(0.7, 1.4)                       # fading, tone curve
     if rng.random() < 0.7:
         g = cv2.GaussianBlur(g, (0, 0), rng.uniform(0.3, 1.2) * max(1.0, side / 512))
-    paper = _soft_noise(h, w, side / rng.uniform(20, 80), rng)
+    paper = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), side / rng.uniform(20, 80))
     g = g + paper / max(1e-6, float(np.abs(paper).max())) * rng.uniform(0, 0.06)
     if rng.random() < 0.1:                                                 # a halftone screen
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -412,7 +402,8 @@ def _dots(g: np.ndarray, rng: np.random.Generator) -> None:
     h, w = g.shape
     r = rng.uniform(1.5, 6) * max(1.0, min(h, w) / 1000)
     step = r * rng.uniform(2.5, 4.5)
-    region = _soft_noise(h, w, min(h, w) / 8, rng)
+    small = rng.normal(0, 1, (h // 8 + 2, w // 8 + 2)).astype(np.float32)  # a 1/8 grid: the region is soft anyway
+    region = cv2.resize(cv2.GaussianBlur(small, (0, 0), min(h, w) / 64), (w, h), interpolation=cv2.INTER_LINEAR)
     region = region > np.quantile(region, rng.uniform(0.4, 0.85))
     dots = np.zeros((h, w), np.float32)
     ang = rng.uniform(0, np.pi)
