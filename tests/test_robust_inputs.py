@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -49,6 +49,7 @@ MODES = ["L", "RGB", "RGBA", "LA", "P", "I;16", "CMYK", "1"]
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(1, 70), w=st.integers(1, 70), mode=st.sampled_from(MODES), seed=st.integers(0, 2 ** 16),
        use_mask=st.booleans())
+@example(h=1, w=34, mode="RGB", seed=0, use_mask=True)  # a colour photo one pixel high: Telea once gave NaN colour
 def test_restore_property_size_mode_and_unchanged_outside(tiny_pipeline, h, w, mode, seed, use_mask):
     r = np.random.default_rng(seed)
     rgb = Image.fromarray(r.integers(0, 256, (h, w, 3), dtype=np.uint8))

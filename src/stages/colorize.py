@@ -451,8 +451,14 @@ def _with_hints(ab: torch.Tensor, hints: Hints, gray: np.ndarray, spread: float,
 def _ring_inside(ab: torch.Tensor, mask: np.ndarray, share: float, radius: int = 5) -> torch.Tensor:
     """(2,H,W) ab whose masked pixels take ``share`` of the colour Telea carries in from around them."""
     a = ab.float().cpu().numpy()
-    m8 = mask.astype(np.uint8)
-    ring = np.stack([cv2.inpaint(np.ascontiguousarray(c), m8, radius, cv2.INPAINT_TELEA) for c in a])
+    # OpenCV's Telea reads past the border of a float image a few pixels high (NaNs from whatever
+    # memory lies there): give it a replicated border of ``radius`` px, and keep what it returns finite.
+    pad = lambda x, kind: cv2.copyMakeBorder(x, radius, radius, radius, radius, kind)  # noqa: E731
+    m8 = pad(mask.astype(np.uint8), cv2.BORDER_CONSTANT)
+    inner = np.s_[radius:radius + mask.shape[0], radius:radius + mask.shape[1]]
+    ring = np.stack([cv2.inpaint(pad(np.ascontiguousarray(c), cv2.BORDER_REPLICATE), m8, radius,
+                                 cv2.INPAINT_TELEA)[inner] for c in a])
+    ring = np.nan_to_num(ring, nan=0.0, posinf=0.0, neginf=0.0)
     out = np.where(mask[None], share * ring + (1 - share) * a, a)
     return torch.from_numpy(out.astype(np.float32)).to(ab.device)
 
