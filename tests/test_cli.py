@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.evaluate import evaluate
@@ -235,12 +236,14 @@ def test_batches_restored_at_once_equal_one_at_a_time_and_a_failed_one_keeps_the
         size = (40, 48) if i % 3 else (24, 40)  # two sizes: batches of one size each
         Image.fromarray(_damaged_photo(i, 64)[:size[0], :size[1]]).save(src / f"p{i}.png")
     outs = {}
-    for jobs in (1, 3):
+    threads = torch.get_num_threads()
+    for jobs in (1, 3, None):  # None: the default, one batch per core plus one, each on one thread
         assert restore.main([str(src), "--checkpoint", str(pipe_dir), "--out", str(tmp_path / f"o{jobs}"),
-                             "--batch-size", "2", "--jobs", str(jobs), "--no-progress"]) == 0
+                             "--batch-size", "2", "--no-progress", *(["--jobs", str(jobs)] if jobs else [])]) == 0
         outs[jobs] = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / f"o{jobs}").glob("*.png"))}
-    assert len(outs[1]) == 7 and outs[1].keys() == outs[3].keys()
-    assert all(np.array_equal(outs[1][k], outs[3][k]) for k in outs[1])
+        assert torch.get_num_threads() == threads  # the album's threads are the caller's again
+    assert len(outs[1]) == 7 and outs[1].keys() == outs[3].keys() == outs[None].keys()
+    assert all(np.array_equal(outs[1][k], outs[j][k]) for k in outs[1] for j in (3, None))
 
     real = Pipeline.restore_many
 

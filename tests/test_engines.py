@@ -102,3 +102,32 @@ def test_openvino_fills_its_compile_cache(cache):
     names = {f.name.split("-")[0] for f in (cache / "onnx").glob("*.onnx")}
     assert {"maskdetector", "colorizer"} <= names
     assert any((cache / "openvino").iterdir())
+
+
+_FIRST_INFERS_AT_ONCE = """
+import threading, numpy as np, torch
+from stages.runtimes import OpenVINORuntime, export_onnx
+net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+rt = OpenVINORuntime(export_onnx(net, 1), "fp32", 1)
+barrier = threading.Barrier(6)
+def first_infer():
+    barrier.wait()
+    rt(np.zeros((1, 1, 32, 32), np.float32))
+threads = [threading.Thread(target=first_infer) for _ in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_openvino_first_infers_from_several_threads_at_once_do_not_hang():
+    """An album restores batches in threads (``--jobs``): their first OpenVINO calls come at once,
+    which hung pybind11's one-time numpy set-up in ~1 of 4 fresh processes before the runtime did it
+    itself. Each try is a new process (the set-up happens once per process)."""
+    import subprocess
+    import sys
+    pytest.importorskip("openvino")
+    for _ in range(5):
+        try:
+            subprocess.run([sys.executable, "-c", _FIRST_INFERS_AT_ONCE], check=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("six threads' first OpenVINO infers hung")

@@ -100,6 +100,11 @@ class OpenVINORuntime:
         # (~10x faster than convert_model)
         src = core.read_model(model) if isinstance(model, bytes) else str(model)
         self.compiled = core.compile_model(src, "CPU", config)
+        # The first numpy array that crosses into OpenVINO initialises pybind11's numpy bridge
+        # once per process; threads doing that together can deadlock (pybind11's call-once
+        # against the GIL: an album with --jobs 2+ hung in 1 of 5 runs). Do it here, in one thread.
+        import numpy as np
+        ov.Tensor(np.zeros(1, np.float32)).data
         self._local = threading.local()
         self.label = f"openvino-{precision}"
 
