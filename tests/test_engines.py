@@ -131,3 +131,65 @@ def test_openvino_first_infers_from_several_threads_at_once_do_not_hang():
             subprocess.run([sys.executable, "-c", _FIRST_INFERS_AT_ONCE], check=True, timeout=30)
         except subprocess.TimeoutExpired:
             pytest.fail("six threads' first OpenVINO infers hung")
+
+
+@pytest.mark.parametrize("cls", [MaskDetector, Inpainter, Colorizer])
+def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(cls, tmp_path):
+    saved = tiny(cls, **({"fourier_blocks": 1} if cls is Inpainter else {}))
+    with torch.no_grad():  # weights unlike a fresh build's, so loading them is seen
+        for p in saved.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    saved.save(tmp_path / "s", dtype=torch.float16)
+    eager, lazy = cls.load(tmp_path / "s"), cls.load(tmp_path / "s", defer_net=True)
+    assert lazy.deferred and not eager.deferred and "net" not in lazy._modules
+    assert engines.stage_digest(lazy) == engines.stage_digest(eager)
+    assert lazy.deferred  # the digest did not build it
+    gray = torch.rand(1, 1, 64, 64)
+    inputs = (gray, (gray > 0.8).float()) if cls is Inpainter else (gray,)
+    with torch.no_grad():
+        assert torch.equal(lazy(*inputs), eager(*inputs))  # the torch path builds it at first use
+    assert not lazy.deferred
+    ours, theirs = lazy.state_dict(), eager.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not lazy.training and not lazy.net.training
+
+
+def test_a_deferred_stage_moved_or_saved_builds_its_network_first(tmp_path):
+    tiny(MaskDetector).save(tmp_path / "m")
+    lazy = MaskDetector.load(tmp_path / "m", defer_net=True)
+    assert lazy.to("cpu") is lazy and lazy.deferred  # nothing to move
+    lazy.double()
+    assert not lazy.deferred and next(lazy.net.parameters()).dtype == torch.float64
+    lazy = MaskDetector.load(tmp_path / "m", defer_net=True).freeze()
+    lazy.save(tmp_path / "again")
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "m" / "model.safetensors").read_bytes()
+    assert not any(p.requires_grad for p in lazy.parameters())
+
+
+_WARM_START = """
+import sys, numpy as np
+from pipeline import Pipeline
+pipe = Pipeline.load(sys.argv[1])
+gray = np.full((64, 64), 120, np.uint8)
+gray[20:30, 20:40] = 40
+np.save(sys.argv[2], np.asarray(pipe.restore(gray)))
+print(sorted(k for k, s in pipe.stages.items() if not s.deferred), "segmentation_models_pytorch" in sys.modules)
+"""
+
+
+def test_a_warm_engine_cache_starts_without_building_a_torch_network(cache, tmp_path):
+    """The CLI's start-up (issue 32): with the ONNX export and the compiled model cached, a new
+    process restores without importing segmentation-models-pytorch (and torchvision with it)."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("openvino")
+    Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer), backend="openvino",
+             precision="fp32").save(tmp_path / "p")
+    env = {**os.environ, "RESTORE_PIPELINE_CACHE": str(cache)}
+    runs = [subprocess.run([sys.executable, "-c", _WARM_START, str(tmp_path / "p"), str(tmp_path / f"{i}.npy")],
+                           env=env, capture_output=True, text=True, check=True).stdout.split("\n")[-2]
+            for i in range(2)]
+    assert runs[0] == "['colorize', 'inpaint', 'mask'] True"  # cold: exported from the torch networks
+    assert runs[1] == "[] False"                                # warm: none built, none imported
+    assert np.array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))

@@ -49,6 +49,24 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           + (f" (shipped checkpoints: {', '.join(known)})" if known else ""))
 
 
+def _read_meta(path: Path) -> dict:
+    """``path/pipeline.yaml``, checked: its format and slots, or one ``CheckpointError`` line."""
+    meta_file = path / "pipeline.yaml"
+    if not meta_file.is_file():
+        raise CheckpointError(f"{path}: not a pipeline checkpoint (pipeline.yaml is missing)")
+    try:
+        meta = yaml.safe_load(meta_file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{meta_file}: unreadable YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("stages", {}), dict):
+        raise CheckpointError(f"{meta_file}: not a pipeline config")
+    check_format(meta.get("format"), FORMAT, meta_file)
+    for name in meta.get("stages", {}):
+        if name not in SLOTS:
+            raise CheckpointError(f"{meta_file}: unknown slot {name!r} (slots: {', '.join(SLOTS)})")
+    return meta
+
+
 class Pipeline:
     """mask detector -> inpainter -> colorizer, each slot reassignable (``pipe.inpaint = …``); an
     optional second detector, ``scratch``, finds old-photo damage (see ``detect``). Options, saved
@@ -143,22 +161,11 @@ class Pipeline:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **options) -> "Pipeline":
         """Load a folder written by ``save`` or a shipped name (``"demo"``); ``options`` override the saved ones."""
         path = resolve_checkpoint(path)
-        meta_file = path / "pipeline.yaml"
-        if not meta_file.is_file():
-            raise CheckpointError(f"{path}: not a pipeline checkpoint (pipeline.yaml is missing)")
-        try:
-            meta = yaml.safe_load(meta_file.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise CheckpointError(f"{meta_file}: unreadable YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("stages", {}), dict):
-            raise CheckpointError(f"{meta_file}: not a pipeline config")
-        check_format(meta.get("format"), FORMAT, meta_file)
-        stages = {}
-        for name in meta.get("stages", {}):
-            if name not in SLOTS:
-                raise CheckpointError(f"{meta_file}: unknown slot {name!r} (slots: {', '.join(SLOTS)})")
-            stages[name] = Stage.load(path / name)
+        meta = _read_meta(path)
         saved = meta.get("options") or {}
+        # an engine running a network from its cache needs no torch network: built at first use, if ever
+        defer = engines.may_skip_torch(options.get("backend", saved.get("backend", "torch")), torch.device(device))
+        stages = {name: Stage.load(path / name, defer_net=defer) for name in meta.get("stages", {})}
         for key, slot in MOVED.items():  # upgrade: a former pipeline option becomes its stage's setting
             if key in saved and stages.get(slot) is not None:
                 stages[slot].set(key, saved[key])

@@ -14,16 +14,19 @@ Each stage owns its whole inference in one method from arrays to arrays (``MaskD
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import itertools
 import os
+import threading
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .checkpoint import _plain, read_stage_config, read_weights, write_stage
+from .checkpoint import _plain, check_weights, read_file, read_stage_config, read_weights, write_stage
 from .registry import STAGES, CheckpointError
 from .runtimes import RUNTIMES, TorchAutocast, export_onnx
 
@@ -41,6 +44,18 @@ def _record_config(init):
         if type(self).__init__ is wrapper:
             self.config = {k: _plain(v) for k, v in bound.arguments.items() if k != "self"}
     return wrapper
+
+
+_DEFER = threading.local()  # set while ``Stage.load(defer_net=True)`` builds a stage
+
+
+@contextlib.contextmanager
+def _deferring_nets():
+    _DEFER.on = True
+    try:
+        yield
+    finally:
+        _DEFER.on = False
 
 
 def register_stage(name: str):
@@ -167,6 +182,69 @@ class Stage(nn.Module):
         """``nn.Module.train``, except that a frozen stage stays in eval mode."""
         return super().train(mode and not self._frozen)
 
+    # ---------------------------------------------------------------- the network, maybe deferred
+    def _set_net(self, build) -> None:
+        """``self.net = build()``; while ``Stage.load(defer_net=True)`` runs, at its first use instead."""
+        if getattr(_DEFER, "on", False):
+            self.__dict__["_net_build"] = build
+        else:
+            self.net = build()
+
+    @property
+    def deferred(self) -> bool:
+        """True while the torch network is not built yet (``Stage.load(defer_net=True)``)."""
+        return "_net_build" in self.__dict__
+
+    def __getattr__(self, name: str):
+        if name == "net" and "_net_build" in self.__dict__:
+            return self._build_deferred()
+        return super().__getattr__(name)
+
+    def _build_deferred(self) -> nn.Module:
+        net = self.__dict__["_net_build"]()
+        weights, file = self.__dict__.get("_net_weights", (None, None))
+        if weights is not None:
+            own = {f"net.{k}": v for k, v in net.state_dict().items()}
+            state = check_weights(file, own, {f"net.{k}": v for k, v in weights.items()})
+            net.load_state_dict({k[4:]: v for k, v in state.items()})
+        if self._frozen:
+            for p in net.parameters():
+                p.requires_grad_(False)
+        net = net.to(self.device).train(self.training)
+        del self.__dict__["_net_build"]
+        self.__dict__.pop("_net_weights", None)
+        self.net = net
+        return net
+
+    def to(self, *args, **kwargs):
+        if self.deferred:
+            device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+            if (device is None or torch.device(device).type == "cpu") and dtype is None:
+                return self  # a deferred stage lives on the CPU: nothing to move yet
+        return super().to(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        if self.deferred:  # a move or cast of the whole stage includes its network
+            self._build_deferred()
+        return super()._apply(fn, *args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):
+        if self.deferred:
+            self._build_deferred()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        if self.deferred:
+            self._build_deferred()
+        return super().load_state_dict(*args, **kwargs)
+
+    def tensors(self) -> dict:
+        """Every tensor of the stage by name, as ``state_dict``, without building a deferred network."""
+        if not self.deferred:
+            return self.state_dict()
+        weights = self.__dict__["_net_weights"][0]
+        return {**nn.Module.state_dict(self), **{f"net.{k}": v for k, v in weights.items()}}
+
     # ---------------------------------------------------------------- inference engines
     net_in_channels: ClassVar[int] = 1
 
@@ -212,8 +290,10 @@ class Stage(nn.Module):
     # ---------------------------------------------------------------- checkpoints
     @property
     def device(self) -> torch.device:
-        """The device of the first parameter."""
-        return next(self.parameters()).device
+        """The device of the first parameter or buffer (the CPU for a deferred network)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Write ``path/config.yaml`` and ``path/model.safetensors`` (each atomically).
@@ -223,9 +303,12 @@ class Stage(nn.Module):
         return write_stage(path, self.name, self.config, self.state_dict(), dtype)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Stage":
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
+             defer_net: bool = False) -> "Stage":
         """Rebuild a stage from a folder written by ``save``. The class comes from the registry
         (``config.yaml: stage``); ``MaskDetector.load`` refuses a folder holding another stage.
+        ``defer_net`` (CPU only): build the torch network at its first use, not now; a stage whose
+        network an inference engine runs from its cache never builds it (nor imports its library).
         """
         path = Path(path)
         meta = read_stage_config(path)
@@ -235,9 +318,19 @@ class Stage(nn.Module):
                                   f"not a {cls.__name__}")
         config = klass.upgrade_config(dict(meta.get("config") or {}))
         config["encoder_weights"] = None  # the weights come from the checkpoint, never a download
+        defer = defer_net and torch.device(map_location).type == "cpu"
         try:
-            stage = klass(**config)
+            with _deferring_nets() if defer else contextlib.nullcontext():
+                stage = klass(**config)
         except TypeError as e:
             raise CheckpointError(f"{path}/config.yaml: invalid {klass.__name__} config ({e})") from None
-        stage.load_state_dict(read_weights(path, stage.state_dict()))
-        return stage.to(map_location).eval()
+        if not stage.deferred:
+            stage.load_state_dict(read_weights(path, stage.state_dict()))
+            return stage.to(map_location).eval()
+        state = read_file(path)
+        net = {k[4:]: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith("net.")}
+        own = nn.Module.state_dict(stage)
+        nn.Module.load_state_dict(stage, check_weights(path / "model.safetensors", own,
+                                                       {k: v for k, v in state.items() if not k.startswith("net.")}))
+        stage.__dict__["_net_weights"] = (net, path / "model.safetensors")
+        return stage.eval()

@@ -106,13 +106,23 @@ def write_stage(path: str | os.PathLike, name: str, config: dict, state: dict,
 def read_weights(path: Path, own: dict) -> dict:
     """``path/model.safetensors`` checked against ``own`` (the state dict the config builds):
     same tensor names and shapes, floating tensors cast to ``own``'s dtypes."""
+    return check_weights(path / "model.safetensors", own, read_file(path))
+
+
+def read_file(path: Path) -> dict:
+    """Every tensor of ``path/model.safetensors`` (CPU), or one ``CheckpointError`` line."""
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{path}: model.safetensors is missing")
     try:
-        state = load_file(str(weights), device="cpu")
+        return load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({e})") from None
+
+
+def check_weights(weights: Path, own: dict, state: dict) -> dict:
+    """``state`` (read from the file ``weights``) checked against ``own``: same tensor names and
+    shapes, floating tensors cast to ``own``'s dtypes."""
     state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v) for k, v in state.items()}
     missing, unexpected = set(own) - set(state), set(state) - set(own)
     if missing or unexpected:

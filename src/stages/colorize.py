@@ -138,16 +138,21 @@ class Colorizer(Stage):
         self.register_buffer("prior", torch.full((len(centers),), 1.0 / len(centers)))
         out = len(centers) if mode == "classification" else 2
         self.net_in_channels = 4 if hints else 1  # + a/110, b/110 and the mask of the colour hints
-        self.net = build_unet(self.net_in_channels, out, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
-        if hints:  # zero weights on the hint channels: without hints the network is what it was
-            first = next(m for m in self.net.modules() if isinstance(m, torch.nn.Conv2d))
-            torch.nn.init.zeros_(first.weight.data[:, 1:])
-        head = self.net.segmentation_head[0]
-        # Colour is smooth: a 1x1 head on ``head_stride``-pooled features. Softmax/cross-entropy
-        # over ~227 classes at full resolution would cost more than the rest of the network.
-        self.net.segmentation_head[0] = torch.nn.Sequential(
-            torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
-            torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
+
+        def build():
+            net = build_unet(self.net_in_channels, out, arch, encoder_name, encoder_depth, decoder_channels,
+                             encoder_weights)
+            if hints:  # zero weights on the hint channels: without hints the network is what it was
+                first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+                torch.nn.init.zeros_(first.weight.data[:, 1:])
+            head = net.segmentation_head[0]
+            # Colour is smooth: a 1x1 head on ``head_stride``-pooled features. Softmax/cross-entropy
+            # over ~227 classes at full resolution would cost more than the rest of the network.
+            net.segmentation_head[0] = torch.nn.Sequential(
+                torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
+                torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
+            return net
+        self._set_net(build)
         self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
 
     @classmethod

@@ -59,13 +59,17 @@ class Inpainter(Stage):
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         super().__init__()
-        self.net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
-        add_fourier_blocks(self.net, int(fourier_level), int(fourier_blocks))
         self.multiple = 2 ** encoder_depth
-        if prefill == "telea":
-            head = self.net.segmentation_head[0]
-            torch.nn.init.zeros_(head.weight)
-            torch.nn.init.zeros_(head.bias)
+
+        def build():
+            net = build_unet(2, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+            add_fourier_blocks(net, int(fourier_level), int(fourier_blocks))
+            if prefill == "telea":
+                head = net.segmentation_head[0]
+                torch.nn.init.zeros_(head.weight)
+                torch.nn.init.zeros_(head.bias)
+            return net
+        self._set_net(build)
 
     def _grow(self, mask: torch.Tensor) -> torch.Tensor:
         k = int(self.config["dilate"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
@@ -51,9 +50,8 @@ class MaskDetector(Stage):
         MaskProcessor(kind=kind)  # validates the kind
         if not scales or any(not isinstance(v, (int, float)) or v < 1 for v in scales):
             raise ValueError(f"scales must be numbers >= 1, got {scales!r}")
-        self.net = build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights)
+        self._set_net(lambda: build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights))
         self.multiple = 2 ** encoder_depth
-        self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
@@ -65,7 +63,10 @@ class MaskDetector(Stage):
         logits = self(batch["gray"])
         target = batch["mask"]
         bce = F.binary_cross_entropy_with_logits(logits.float(), target)
-        dice = self.dice(logits.float(), target)
+        if "_dice" not in self.__dict__:
+            import segmentation_models_pytorch as smp
+            self.__dict__["_dice"] = smp.losses.DiceLoss(mode="binary", from_logits=True)
+        dice = self.__dict__["_dice"](logits.float(), target)
         loss = self.config["bce_weight"] * bce + self.config["dice_weight"] * dice
         return {"loss": loss, "bce": bce.detach(), "dice": dice.detach()}
 
