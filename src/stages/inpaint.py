@@ -8,13 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
-from scipy import ndimage
 
 from .base import Stage, register_stage
 from .color import fp32
 from .fourier import add_fourier_blocks
 from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import Reference, TeleaPrefill
+
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # scipy's binary_dilation structure
 
 
 @register_stage("inpaint")
@@ -160,7 +161,7 @@ class Inpainter(Stage):
         if not mask.any():
             return gray.copy()
         c = self.config["context"] if context is None else int(context)
-        grown = ndimage.binary_dilation(mask, iterations=1) if mask.sum() < 4 else mask
+        grown = cv2.dilate(mask.astype(np.uint8), _CROSS).astype(bool) if mask.sum() < 4 else mask
         ys, xs = np.flatnonzero(grown.any(1)), np.flatnonzero(grown.any(0))
         y0, y1 = max(0, ys[0] - c), min(gray.shape[0], ys[-1] + 1 + c)
         x0, x1 = max(0, xs[0] - c), min(gray.shape[1], xs[-1] + 1 + c)
