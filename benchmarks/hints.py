@@ -56,8 +56,9 @@ def main() -> int:
     ap.add_argument("--points", default="0,1,3,10,30")
     ap.add_argument("--set", choices=("dev", "heldout"), default="dev",
                     help="dev: Kodak24 + McMaster; heldout: the colorizer runs' held-out training photos (for tuning)")
-    ap.add_argument("--try", dest="tries", nargs="*", default=[], metavar="SPREAD:TONE",
-                    help="hint_spread:hint_tone pairs to score besides the colorizer's own (10 points)")
+    ap.add_argument("--try", dest="tries", nargs="*", default=[], metavar="SPREAD:TONE[:SAT]",
+                    help="hint_spread:hint_tone pairs (and a hint_saturation) to score besides the "
+                         "colorizer's own (10 points)")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--max-images", type=int, default=None)
     args = ap.parse_args()
@@ -74,18 +75,19 @@ def main() -> int:
     ds = PhotoData(roots, image_size=512, **kw).val
     pipe = Pipeline.load(args.checkpoint)
     print(f"{args.set}: {len(ds) if not args.max_images else min(len(ds), args.max_images)} images")
-    print("| colorizer | points | hint_spread:hint_tone | S | M | C | score | s/image |")
+    print("| colorizer | points | hint_spread:hint_tone:hint_saturation | S | M | C | score | s/image |")
     print("|---|---|---|---|---|---|---|---|")
     stages = {f"{args.checkpoint}'s": pipe.colorize}
     if args.colorize:
         stages[args.colorize] = Stage.load(args.colorize)
     for name, stage in stages.items():
-        own = f"{stage.config['hint_spread']}:{stage.config['hint_tone']}"
+        own = f"{stage.config['hint_spread']}:{stage.config['hint_tone']}:{stage.config['hint_saturation']}"
         rows = [(int(n), own) for n in args.points.split(",")] + [(10, t) for t in args.tries]
         for n, knobs in rows:
-            spread, tone = (float(v) for v in knobs.split(":"))
+            spread, tone, *sat = (None if v == "None" else float(v) for v in knobs.split(":"))
             stage.set("hint_spread", spread)
             stage.set("hint_tone", tone)
+            stage.set("hint_saturation", sat[0] if sat else None)
             pipe.colorize = stage
             t = time.time()
             m = evaluate(_Hinted(pipe, ds, n), ds, max_images=args.max_images, progress=False)

@@ -5,7 +5,7 @@ import torch
 
 from pipeline import Pipeline, engines
 from stages import Colorizer, Inpainter, MaskDetector
-from tests.conftest import tiny
+from tests.conftest import TINY, tiny
 
 
 @pytest.fixture
@@ -133,9 +133,10 @@ def test_openvino_first_infers_from_several_threads_at_once_do_not_hang():
             pytest.fail("six threads' first OpenVINO infers hung")
 
 
-@pytest.mark.parametrize("cls", [MaskDetector, Inpainter, Colorizer])
-def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(cls, tmp_path):
-    saved = tiny(cls, **({"fourier_blocks": 1} if cls is Inpainter else {}))
+@pytest.mark.parametrize("cls,kw", [(MaskDetector, {}), (Inpainter, {"fourier_blocks": 1}), (Colorizer, {}),
+                                    (Colorizer, {"hint_branch": TINY["encoder_name"]})])
+def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(cls, kw, tmp_path):
+    saved = tiny(cls, **kw)
     with torch.no_grad():  # weights unlike a fresh build's, so loading them is seen
         for p in saved.parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -146,6 +147,9 @@ def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(
     assert lazy.deferred  # the digest did not build it
     gray = torch.rand(1, 1, 64, 64)
     inputs = (gray, (gray > 0.8).float()) if cls is Inpainter else (gray,)
+    if kw.get("hint_branch"):  # both networks deferred, both built at first use
+        assert "hint_net" not in lazy._modules
+        inputs = (gray, torch.cat([torch.rand(1, 2, 64, 64), (torch.rand(1, 1, 64, 64) > 0.9).float()], 1))
     with torch.no_grad():
         assert torch.equal(lazy(*inputs), eager(*inputs))  # the torch path builds it at first use
     assert not lazy.deferred

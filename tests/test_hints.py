@@ -8,7 +8,9 @@ from PIL import Image
 
 from stages import Colorizer, Hints
 from stages.color import rgb_to_lab
-from tests.conftest import colourful, tiny
+from tests.conftest import TINY, colourful, tiny
+
+TINY_ENCODER = TINY["encoder_name"]
 
 
 def test_hints_parse_from_people_and_render_where_they_are():
@@ -41,6 +43,50 @@ def test_hint_channels_start_at_zero_and_learn_from_sampled_hints():
     col.loss(batch)["loss"].backward()
     first = next(m for m in col.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.weight.grad[:, 1:].abs().sum() > 0  # the hints reach the network in training
+
+
+def test_a_hint_branch_trains_alone_and_leaves_the_colour_without_hints_bit_identical(tmp_path):
+    from pipeline.train import _init_from
+    base = tiny(Colorizer, prior_shift=0.05)  # decoding reads the prior
+    torch.nn.init.uniform_(base.prior)  # a prior of its own: training the branch must not re-estimate it
+    base.save(tmp_path / "base")
+    col = tiny(Colorizer, prior_shift=0.05, hint_branch=TINY_ENCODER, hint_none=0.0)
+    _init_from(col, tmp_path / "base")
+    rgb = torch.from_numpy(colourful(64, 64, 2)).permute(2, 0, 1)[None].float().div(255).repeat(4, 1, 1, 1)
+    batch = {"target_gray": rgb.mean(1, keepdim=True), "rgb": rgb}
+    col.prepare([batch], max_batches=5)
+    col.train()
+    assert not col.net.training and col.hint_net.training  # the base keeps its norm statistics
+    opt = torch.optim.SGD([p for p in col.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        col.loss(batch)["loss"].backward()
+        assert all(p.grad is None for p in col.net.parameters())
+        opt.step()
+    col.eval().save(tmp_path / "branch")
+    col = Colorizer.load(tmp_path / "branch")
+    gray = np.asarray(Image.fromarray(colourful(64, 64, 3)).convert("L"))
+    hints = [Hints.of([(20, 20, "#00ff00"), (40, 40, "#ff00ff")])]
+    assert np.array_equal(base.colorize([gray] * 2), col.colorize([gray] * 2))  # no hints: the base's colour
+    mixed = col.colorize([gray, gray], hints=[None, hints[0]])
+    assert np.array_equal(mixed[0], base.colorize([gray])[0])  # an image without hints in a hinted batch too
+    g = torch.from_numpy(gray)[None, None] / 255
+    assert not torch.equal(col(g, hints[0].render(64, 64)[None]), base(g))  # the trained branch changes the logits
+    with pytest.raises(ValueError, match="exclude each other"):
+        tiny(Colorizer, hints=True, hint_branch=TINY_ENCODER)
+
+
+def test_hint_saturation_applies_to_the_images_with_hints_only():
+    col = tiny(Colorizer, saturation=0.8)
+    gray = np.asarray(Image.fromarray(colourful(64, 64, 4)).convert("L"))
+    hint = Hints.of([(5, 5, "#808080")])  # gray at a corner: its correction hardly reaches the centre
+    before = col.colorize([gray, gray], hints=[None, hint])
+    col.set("hint_saturation", 0.0)
+    after = col.colorize([gray, gray], hints=[None, hint])
+    assert np.array_equal(before[0], after[0])  # no hints: the saturation as before
+    lab = rgb_to_lab(torch.from_numpy(np.stack([before[1], after[1]])).permute(0, 3, 1, 2).float() / 255)
+    chroma = lab[:, 1:, 40:, 40:].norm(dim=1).mean((1, 2))
+    assert chroma[1] < 0.5 * chroma[0]  # with hints: the network's colour at hint_saturation
 
 
 def test_any_colorizer_spreads_hints_to_similar_pixels_near_them(tiny_pipeline):

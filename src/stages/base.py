@@ -183,38 +183,38 @@ class Stage(nn.Module):
         return super().train(mode and not self._frozen)
 
     # ---------------------------------------------------------------- the network, maybe deferred
-    def _set_net(self, build) -> None:
-        """``self.net = build()``; while ``Stage.load(defer_net=True)`` runs, at its first use instead."""
+    def _set_net(self, build, attr: str = "net") -> None:
+        """``self.<attr> = build()`` (``net``, or another network of the stage); while
+        ``Stage.load(defer_net=True)`` runs, at its first use instead."""
         if getattr(_DEFER, "on", False):
-            self.__dict__["_net_build"] = build
+            self.__dict__.setdefault("_net_builds", {})[attr] = build
         else:
-            self.net = build()
+            setattr(self, attr, build())
 
     @property
     def deferred(self) -> bool:
-        """True while the torch network is not built yet (``Stage.load(defer_net=True)``)."""
-        return "_net_build" in self.__dict__
+        """True while a torch network is not built yet (``Stage.load(defer_net=True)``)."""
+        return bool(self.__dict__.get("_net_builds"))
 
     def __getattr__(self, name: str):
-        if name == "net" and "_net_build" in self.__dict__:
-            return self._build_deferred()
+        if name in self.__dict__.get("_net_builds", ()):
+            self._build_deferred()
         return super().__getattr__(name)
 
-    def _build_deferred(self) -> nn.Module:
-        net = self.__dict__["_net_build"]()
+    def _build_deferred(self) -> None:
         weights, file = self.__dict__.get("_net_weights", (None, None))
-        if weights is not None:
-            own = {f"net.{k}": v for k, v in net.state_dict().items()}
-            state = check_weights(file, own, {f"net.{k}": v for k, v in weights.items()})
-            net.load_state_dict({k[4:]: v for k, v in state.items()})
-        if self._frozen:
-            for p in net.parameters():
-                p.requires_grad_(False)
-        net = net.to(self.device).train(self.training)
-        del self.__dict__["_net_build"]
+        for attr, build in self.__dict__.pop("_net_builds", {}).items():
+            net = build()
+            if weights is not None:
+                own = {f"{attr}.{k}": v for k, v in net.state_dict().items()}
+                state = check_weights(file, own, {k: v for k, v in weights.items() if k.startswith(attr + ".")})
+                net.load_state_dict({k[len(attr) + 1:]: v for k, v in state.items()})
+            if self._frozen:
+                for p in net.parameters():
+                    p.requires_grad_(False)
+            setattr(self, attr, net.to(self.device))
         self.__dict__.pop("_net_weights", None)
-        self.net = net
-        return net
+        self.train(self.training)
 
     def to(self, *args, **kwargs):
         if self.deferred:
@@ -242,8 +242,7 @@ class Stage(nn.Module):
         """Every tensor of the stage by name, as ``state_dict``, without building a deferred network."""
         if not self.deferred:
             return self.state_dict()
-        weights = self.__dict__["_net_weights"][0]
-        return {**nn.Module.state_dict(self), **{f"net.{k}": v for k, v in weights.items()}}
+        return {**nn.Module.state_dict(self), **self.__dict__["_net_weights"][0]}
 
     # ---------------------------------------------------------------- inference engines
     net_in_channels: ClassVar[int] = 1
@@ -328,9 +327,10 @@ class Stage(nn.Module):
             stage.load_state_dict(read_weights(path, stage.state_dict()))
             return stage.to(map_location).eval()
         state = read_file(path)
-        net = {k[4:]: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith("net.")}
+        deferred = tuple(f"{a}." for a in stage.__dict__["_net_builds"])
+        net = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items() if k.startswith(deferred)}
         own = nn.Module.state_dict(stage)
         nn.Module.load_state_dict(stage, check_weights(path / "model.safetensors", own,
-                                                       {k: v for k, v in state.items() if not k.startswith("net.")}))
+                                                       {k: v for k, v in state.items() if not k.startswith(deferred)}))
         stage.__dict__["_net_weights"] = (net, path / "model.safetensors")
         return stage.eval()

@@ -104,13 +104,18 @@ class Colorizer(Stage):
     ``saturation`` (scales the predicted ab), ``hole_saturation`` (scales it again on the
     inpainted pixels: the network is less sure of a smooth fill than of the photo around it) and
     ``hole_ring`` (0-1: how much of the inpainted pixels' colour comes from the ring around the
-    hole, carried in by Telea inpainting of a and b, instead of the prediction).
+    hole, carried in by Telea inpainting of a and b, instead of the prediction); for colour hints
+    (``colorize(hints=...)``): ``hint_spread`` and ``hint_tone`` (how far and over which grays a
+    point's correction spreads) and ``hint_saturation`` (``saturation`` for the images with hints;
+    None: the same). Hints enter the network through extra input channels (``hints``) or a second
+    network that corrects a frozen base's logits (``hint_branch``, an encoder name; without hints
+    the base alone runs).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "mode",
-                    "bin_size", "head_stride", "hints")
+                    "bin_size", "head_stride", "hints", "hint_branch")
     inference = ("temperature", "work_size", "saturation", "tta", "prior_shift", "hole_saturation", "hole_ring",
-                 "hint_spread", "hint_tone")
+                 "hint_spread", "hint_tone", "hint_saturation")
     training = ("rebalance", "l1_weight", "hue_weight", "hue_target", "hole_weight", "hint_none", "hint_dense",
                 "hint_points")
 
@@ -122,8 +127,12 @@ class Colorizer(Stage):
                  hue_weight: float = 0.0, prior_shift: float = 0.0, hue_target: str = "head",
                  hole_weight: float = 1.0, hole_saturation: float = 1.0, hole_ring: float = 0.0,
                  hints: bool = False, hint_none: float = 0.25, hint_dense: float = 0.15, hint_points: float = 8.0,
-                 hint_spread: float = 0.15, hint_tone: float = 25.0):
+                 hint_spread: float = 0.15, hint_tone: float = 25.0, hint_branch: str | None = None,
+                 hint_saturation: float | None = None):
         self.check_setting("hole_saturation", hole_saturation)
+        if hints and hint_branch:
+            raise ValueError("hints (hint channels in the network) and hint_branch (a second network for "
+                             "hints) exclude each other: choose one")
         if mode not in ("classification", "regression"):
             raise ValueError(f"mode must be 'classification' or 'regression', got {mode!r}")
         if hue_target not in ("head", "full"):
@@ -153,6 +162,18 @@ class Colorizer(Stage):
                 torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
             return net
         self._set_net(build)
+        if hint_branch:
+            def build_branch():
+                # gray, the hints (a, b, mask) and the base's ab in; a correction of its logits out
+                net = build_unet(6, out, arch, hint_branch, encoder_depth, decoder_channels, encoder_weights)
+                head = net.segmentation_head[0]
+                conv = torch.nn.Conv2d(head.in_channels, out, kernel_size=1)
+                torch.nn.init.zeros_(conv.weight)  # starts as no correction: the base's colour
+                torch.nn.init.zeros_(conv.bias)
+                net.segmentation_head[0] = torch.nn.Sequential(
+                    torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(), conv)
+                return net
+            self._set_net(build_branch, "hint_net")
         self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
 
     @classmethod
@@ -170,19 +191,46 @@ class Colorizer(Stage):
         return config
 
     @property
+    def takes_hints(self) -> bool:
+        """True when the network takes colour hints in (hint channels or a hint branch)."""
+        return bool(self.config["hints"] or self.config["hint_branch"])
+
+    def train(self, mode: bool = True) -> "Colorizer":
+        """A colorizer with a ``hint_branch`` trains only the branch: the base network stays in
+        eval mode (its norm statistics fixed), so without hints it computes what it did."""
+        super().train(mode)
+        if self.config.get("hint_branch") and "net" in self._modules:
+            self._modules["net"].train(False)
+        return self
+
+    @property
     def num_classes(self) -> int:
         """Q, the number of in-gamut ab cells."""
         return len(self.centers)
 
     def forward(self, gray: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """(B,1,H,W) (+ (B,3,H,W) hints: a/110, b/110, mask; None: no hints) -> (B,Q or 2,
-        ceil(H/s),ceil(W/s)) with s = ``head_stride``. A colorizer without ``hints`` ignores them."""
+        ceil(H/s),ceil(W/s)) with s = ``head_stride``. A colorizer that takes no hints ignores them.
+        With a ``hint_branch``, the base network (never trained further) gives the logits and the
+        branch adds its correction to those of the images with hints: without hints, the base's."""
         s = self.config["head_stride"]
         x = gray * 2 - 1
         if self.config["hints"]:
             x = torch.cat([x, hints.to(x.dtype) if hints is not None else x.new_zeros(x.shape[0], 3, *x.shape[2:])], 1)
         x, (h, w) = pad_to_multiple(x, self.multiple)
-        return self.run_net(x)[..., :-(-h // s), :-(-w // s)]
+        if not self.config["hint_branch"]:
+            return self.run_net(x)[..., :-(-h // s), :-(-w // s)]
+        with torch.no_grad():
+            out = self.run_net(x)
+        if hints is not None:
+            hints, _ = pad_to_multiple(hints.to(x.dtype), self.multiple)
+            has = hints[:, 2].flatten(1).amax(1) > 0
+            if self.training or bool(has.any()):  # (training: a graph even when no image has hints)
+                base_ab = F.interpolate(self.decode(out) / AB_RANGE, size=x.shape[-2:], mode="bilinear",
+                                        align_corners=False)
+                fix = self.hint_net(torch.cat([x, hints, base_ab.to(x.dtype)], 1))
+                out = out + fix * has.view(-1, 1, 1, 1).to(fix.dtype)
+        return out[..., :-(-h // s), :-(-w // s)]
 
     def _to_head(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """(B,C,H,W) area-averaged to the output grid of ``like`` (the head's stride)."""
@@ -226,8 +274,9 @@ class Colorizer(Stage):
 
     # ----------------------------------------------------------------- training
     def prepare(self, loader, max_batches: int = 50) -> None:
-        """Estimate the ab prior (class frequencies) from up to ``max_batches`` training batches."""
-        if self.config["mode"] != "classification" or max_batches <= 0:
+        """Estimate the ab prior (class frequencies) from up to ``max_batches`` training batches
+        (not for a ``hint_branch``: the prior belongs to the base network, which it decodes)."""
+        if self.config["mode"] != "classification" or max_batches <= 0 or self.config["hint_branch"]:
             return
         counts = torch.zeros_like(self.prior, dtype=torch.float64)
         for i, batch in enumerate(loader):
@@ -250,7 +299,7 @@ class Colorizer(Stage):
         cross-entropy is weighted 1 + (``hole_weight`` - 1) * its share of damaged pixels (with
         ``upstream``, the inpainted fill the colorizer sees there)."""
         gray, rgb = batch.get("restored_gray", batch["target_gray"]), batch["rgb"]
-        out = self(gray, self.sample_hints(rgb) if self.config["hints"] else None).float()
+        out = self(gray, self.sample_hints(rgb) if self.takes_hints else None).float()
         ab = self._target_ab(rgb, out)
         terms = {}
         if self.config["mode"] == "classification":
@@ -316,8 +365,15 @@ class Colorizer(Stage):
         gt = (rgb.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         c = [hue_correlation(g, p) for g, p in zip(gt, imgs)]
         chroma = ab.norm(dim=1).mean() / ab_true.norm(dim=1).mean().clamp(min=1e-6)
-        return {"l1_ab": float((ab - ab_true).abs().mean()), "C": float(np.mean(c)),
-                "chroma_ratio": float(chroma)}
+        out = {"l1_ab": float((ab - ab_true).abs().mean()), "C": float(np.mean(c)), "chroma_ratio": float(chroma)}
+        if self.takes_hints:  # C with hints drawn as in training (seeded: the same ones at every validation)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                hints = self.sample_hints(rgb)
+            hinted = gray_ab_to_rgb(gray.float(), self.predict_ab(gray, hints=hints)).clamp(0, 1)
+            hinted = (hinted.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+            out["C_hints"] = float(np.mean([hue_correlation(g, p) for g, p in zip(gt, hinted)]))
+        return out
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -326,7 +382,8 @@ class Colorizer(Stage):
         """(B,1,H,W) gray in [0,1] (+ (B,3,H,W) hints as ``forward`` takes them, or None) ->
         (B,2,H,W) ab, computed at most at ``work_size`` (ab is smooth; the full-resolution gray
         carries the detail) and upsampled; ``tta`` (1/2/4/8) averages the logits over that many
-        flips/transposes; ``saturation`` (None: the setting) scales the result."""
+        flips/transposes; ``saturation`` (None: the setting; ``hint_saturation``, when set, for the
+        images with hints) scales the result."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
@@ -338,9 +395,13 @@ class Colorizer(Stage):
                 m = F.interpolate(hints[:, 2:], size=size, mode="area")
                 ab = F.interpolate(hints[:, :2] * hints[:, 2:], size=size, mode="area") / m.clamp(min=1e-6)
                 hints = torch.cat([ab, (m > 0).to(ab.dtype)], 1)
-        inputs = (x,) if hints is None or not self.config["hints"] else (x, hints.to(x.device, x.dtype))
+        inputs = (x,) if hints is None or not self.takes_hints else (x, hints.to(x.device, x.dtype))
         out = tta_mean(self, inputs, int(self.config["tta"]))
-        ab = self.decode(out) * (self.config["saturation"] if saturation is None else saturation)
+        sat = self.config["saturation"] if saturation is None else saturation
+        if saturation is None and self.config["hint_saturation"] is not None and hints is not None:
+            has = (hints[:, 2].flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
+            sat = torch.where(has, float(self.config["hint_saturation"]), float(sat)).float()
+        ab = self.decode(out) * sat
         if ab.shape[-2:] != (h, w):
             ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
         return ab
@@ -365,7 +426,7 @@ class Colorizer(Stage):
                                           hole_saturation=hole_saturation, tile=tile, references=references))
         x = gray_batch(grays, self.device)
         hints = hints if hints is not None else [None] * len(grays)
-        if self.config["hints"] and any(hn is not None for hn in hints):
+        if (self.takes_hints or self.config["hint_saturation"] is not None) and any(hn is not None for hn in hints):
             x = torch.cat([x, torch.stack([hn.render(*x.shape[-2:]) if hn is not None else
                                            x.new_zeros(3, *x.shape[-2:]) for hn in hints]).to(x.device)], 1)
         fn = lambda t: self.predict_ab(t[:, :1], saturation, t[:, 1:] if t.shape[1] > 1 else None)  # noqa: E731
