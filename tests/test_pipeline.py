@@ -108,7 +108,7 @@ def test_saturation_is_an_argument_of_the_call_never_a_change_of_the_setting():
 
 def test_context_is_the_inpainters_setting_and_only_that_window_is_read():
     gray, mask = damaged_image(128, 128, 6)
-    inp = tiny(Inpainter, context=4, prefill="constant")  # (an untrained telea head adds nothing)
+    inp = tiny(Inpainter, context=4, prefill="constant", window_step=None)  # (an untrained telea head adds nothing)
     far = np.ones_like(mask)
     ys, xs = np.nonzero(mask)
     far[max(0, ys.min() - 6):ys.max() + 7, max(0, xs.min() - 6):xs.max() + 7] = False
@@ -116,6 +116,25 @@ def test_context_is_the_inpainters_setting_and_only_that_window_is_read():
     noisy[far] = np.random.default_rng(0).integers(0, 255, int(far.sum()))
     assert np.array_equal(inp.inpaint(gray, mask)[mask], inp.inpaint(noisy, mask)[mask])
     assert not np.array_equal(inp.inpaint(gray, mask, context=64)[mask], inp.inpaint(noisy, mask, context=64)[mask])
+
+
+def test_the_inpainters_window_grows_to_a_few_square_shapes_inside_the_image():
+    rng = np.random.default_rng(1)
+    shapes = {None: set(), 64: set()}
+    for step, seen in shapes.items():
+        inp = tiny(Inpainter, prefill="constant", context=8, window_step=step)
+        net = inp.run_net
+        inp.run_net = lambda x, net=net, seen=seen: (seen.add(tuple(x.shape[-2:])), net(x))[1]
+        for _ in range(12):
+            gray = rng.integers(0, 256, (300, 200), dtype=np.uint8)
+            mask = np.zeros(gray.shape, bool)
+            h, w = rng.integers(4, 120, 2)
+            y, x = rng.integers(0, 300 - h), rng.integers(0, 200 - w)
+            mask[y:y + h, x:x + w] = True
+            out = inp.inpaint(gray, mask)
+            assert np.array_equal(out[~mask], gray[~mask]) and not np.array_equal(out[mask], gray[mask])
+    assert len(shapes[64]) <= 3 < 8 <= len(shapes[None])
+    assert all(h == w or (h, w) in ((256, 200), (300, 200)) for h, w in shapes[64])
 
 
 def test_detected_mask_is_used(tiny_pipeline):
@@ -318,3 +337,15 @@ def test_the_scratch_path_looks_at_more_than_one_scale():
     assert det.find_scratches(big).shape == big.shape  # 2x would pass 2048 px: that scale is left out
     with pytest.raises(ValueError, match="scales"):
         tiny(MaskDetector, scales=[0.5])
+
+
+def test_the_scratch_detector_is_readied_only_for_an_image_that_takes_its_path(monkeypatch):
+    pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer),
+                    scratch=tiny(MaskDetector))
+    readied, ready = [], pipe._ready
+    monkeypatch.setattr(pipe, "_ready", lambda slot: (readied.append(slot), ready(slot))[1])
+    gray, _ = damaged_image(64, 64, 1)
+    pipe.restore(gray, damage="shape")
+    assert "mask" in readied and "scratch" not in readied  # (its engine is set up on first use)
+    pipe.restore(gray, damage="scratches")
+    assert "scratch" in readied

@@ -74,3 +74,15 @@ def test_save_png_is_lossless_and_atomic(tmp_path):
         save_png(Image.fromarray(a, mode), tmp_path / f"{mode}.png")
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"{mode}.png")), a)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["L.png", "RGB.png"]  # no temp files left
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "RGB", "RGBA", "I;16"])
+def test_written_pngs_read_back_as_the_same_pixels_in_every_mode(mode):
+    import io
+
+    from pipeline.io import png_bytes
+    arr = np.random.default_rng(3).integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGBA").convert(mode) if mode != "I;16" else \
+        Image.fromarray(arr[..., 0].astype(np.uint16) * 257)
+    back = Image.open(io.BytesIO(png_bytes(img)))
+    assert back.size == img.size and np.array_equal(np.asarray(back), np.asarray(img))

@@ -5,6 +5,7 @@ import os
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -151,8 +152,17 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 
 def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:
-    """A PIL image as PNG bytes. zlib level 1: a 512x512 photo encodes in ~15 ms instead of ~60 ms
-    at Pillow's default 6, at about the same size (PNG is lossless either way)."""
+    """A PIL image as PNG bytes, zlib level 1. 8-bit gray and RGB(A) go through OpenCV with the
+    'up' row filter: a 512x512 photo encodes in ~7 ms (Pillow's adaptive filters: ~13 ms at level
+    1, ~60 ms at its default 6) and comes out ~10 % larger (PNG is lossless either way)."""
+    up = getattr(cv2, "IMWRITE_PNG_FILTER", None)
+    if img.mode in ("L", "RGB", "RGBA") and up is not None:
+        a = np.asarray(img)
+        if a.ndim == 3:
+            a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+        ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, compress_level, up, cv2.IMWRITE_PNG_FILTER_UP])
+        if ok:
+            return buf.tobytes()
     import io as _io
     buf = _io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)

@@ -183,7 +183,7 @@ class Pipeline:
         list of masks): ``MaskDetector.detect`` with the ``scratch`` slot's detector for old-photo
         damage. ``damage``: ``shape``, ``scratches``, ``auto`` or None (``self.damage``)."""
         grays = gray if isinstance(gray, list) else [gray]
-        scratch = self._ready("scratch") if self.scratch is not None else None
+        scratch = (lambda: self._ready("scratch")) if self.scratch is not None else None  # its engine when needed
         masks = self._ready("mask").detect(grays, damage or self.damage, scratch=scratch, tile=self._tile)
         return masks if isinstance(gray, list) else masks[0]
 

@@ -89,7 +89,7 @@ class MaskDetector(Stage):
         return grow(torch.sigmoid(self(shrink(gray, self.config["detail_size"])).float()), gray.shape[-2:])
 
     @torch.inference_mode()
-    def detect(self, grays: list, damage: str | None = None, *, scratch: MaskDetector | None = None,
+    def detect(self, grays: list, damage: str | None = None, *, scratch=None,
                tile: tuple[int, int] = (1024, 128)) -> list[np.ndarray]:
         """Same-size (H,W) uint8 grays -> one (H,W) bool mask each (the grays: one batch).
 
@@ -99,23 +99,27 @@ class MaskDetector(Stage):
         regions dropped); ``auto`` (``shape`` where the prediction covers a constant fill of at
         least ``min_shape`` of the image, else ``scratches``, kept only when it covers at least
         ``scratch``'s ``min_damage``); None: this detector's ``kind``. ``scratch``: the detector of
-        the scratch path (a pipeline's ``scratch`` slot; default this one). ``tile``: (size,
-        overlap) of the tiles a full-resolution pass runs in.
+        the scratch path (a pipeline's ``scratch`` slot; default this one), or a function returning
+        it, called only when an image takes that path. ``tile``: (size, overlap) of the tiles a
+        full-resolution pass runs in.
         """
         damage = damage or self.config["kind"]
         if damage not in KINDS:
             raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {damage!r}")
-        scratch = scratch if scratch is not None else self
+        def scratches(g: np.ndarray, gate: bool) -> np.ndarray:
+            s = scratch() if scratch is not None and not isinstance(scratch, MaskDetector) else scratch
+            return (s if s is not None else self).find_scratches(g, gate, tile)
+
         post = self.post(damage)
         if damage == "scratches":
-            return [scratch.find_scratches(g, tile=tile) for g in grays]
+            return [scratches(g, False) for g in grays]
         x = gray_batch(grays, self.device)
         prob = self.probabilities(x) if self.config["work_size"] else tiled(self.probabilities, x, *tile)
         masks = []
         for p, g in zip(prob[:, 0].float().cpu().numpy(), grays):
             m = p > self.config["threshold"]
             kind = post.kind_of(m, g)
-            masks.append(post(m, g, kind) if kind == "shape" else scratch.find_scratches(g, damage == "auto", tile))
+            masks.append(post(m, g, kind) if kind == "shape" else scratches(g, damage == "auto"))
         return masks
 
     @torch.inference_mode()

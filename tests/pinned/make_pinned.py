@@ -1,6 +1,6 @@
 """Re-pin the shipped demo's restorations (run only when the shipped weights or a default
 inference setting change; kodim08 was re-pinned for ``inpaint.thin``, the Telea fill of a hole's
-thin tips, 2026-12-04):
+thin tips, 2026-12-04; all three for ``inpaint.window_step``, the square window, the same day):
 
     python tests/pinned/make_pinned.py
 
