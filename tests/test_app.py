@@ -180,6 +180,9 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page = browser.new_page(viewport={"width": 1100, "height": 800}, accept_downloads=True)
         outside = []
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
+        page.add_init_script("""const send = window.fetch; window.sent = [];
+            window.fetch = (u, o) => { if (o && o.body instanceof FormData) window.sent.push([...o.body.keys()]);
+                                       return send(u, o); };""")
         page.goto(url)
         page.set_input_files("#file", str(src))
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
@@ -190,6 +193,9 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.3 * box["height"])
         page.click("#restore")
         page.wait_for_function("document.body.dataset.state === 'done'", timeout=60_000)
+        # an untouched colour-strength slider sends none: the checkpoint's own (hint_saturation with hints)
+        sent = page.evaluate("window.sent")[-1]
+        assert "hints" in sent and "saturation" not in sent, sent
         with page.expect_download() as dl:
             page.click("#download")
         result = Image.open(dl.value.path())
