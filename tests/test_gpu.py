@@ -23,13 +23,18 @@ def _train(*args, launcher=(sys.executable, "-m", "pipeline.train")):
     return r
 
 
+BRANCH = ["model.hint_branch=tu-mobilenetv3_small_050", "model.hint_none=0.0"]  # a hint branch over a frozen base
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-@pytest.mark.parametrize("stage", ["mask", "inpaint", "colorize"])
+@pytest.mark.parametrize("stage", ["mask", "inpaint", "colorize", "colorize+branch"])
 def test_train_on_cuda_with_amp(tmp_path, stage, precision):
     import csv
 
     from stages import Stage
-    _train(f"stage={stage}", f"trainer.precision={precision}", f"out_dir={tmp_path}")
+    extra = BRANCH if stage == "colorize+branch" else []
+    stage = stage.split("+")[0]
+    _train(f"stage={stage}", f"trainer.precision={precision}", f"out_dir={tmp_path}", *extra)
     losses = [float(r["value"]) for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r["tag"] == "train/loss"]
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert Stage.load(tmp_path).name == {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize"}[stage]
