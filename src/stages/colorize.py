@@ -154,25 +154,13 @@ class Colorizer(Stage):
             if hints:  # zero weights on the hint channels: without hints the network is what it was
                 first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
                 torch.nn.init.zeros_(first.weight.data[:, 1:])
-            head = net.segmentation_head[0]
-            # Colour is smooth: a 1x1 head on ``head_stride``-pooled features. Softmax/cross-entropy
-            # over ~227 classes at full resolution would cost more than the rest of the network.
-            net.segmentation_head[0] = torch.nn.Sequential(
-                torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(),
-                torch.nn.Conv2d(head.in_channels, out, kernel_size=1))
-            return net
+            return _pooled_head(net, out, head_stride)
         self._set_net(build)
         if hint_branch:
             def build_branch():
                 # gray, the hints (a, b, mask) and the base's ab in; a correction of its logits out
                 net = build_unet(6, out, arch, hint_branch, encoder_depth, decoder_channels, encoder_weights)
-                head = net.segmentation_head[0]
-                conv = torch.nn.Conv2d(head.in_channels, out, kernel_size=1)
-                torch.nn.init.zeros_(conv.weight)  # starts as no correction: the base's colour
-                torch.nn.init.zeros_(conv.bias)
-                net.segmentation_head[0] = torch.nn.Sequential(
-                    torch.nn.AvgPool2d(head_stride) if head_stride > 1 else torch.nn.Identity(), conv)
-                return net
+                return _pooled_head(net, out, head_stride, zero=True)  # starts as no correction
             self._set_net(build_branch, "hint_net")
         self.multiple = 2 ** encoder_depth * head_stride // math.gcd(2 ** encoder_depth, head_stride)
 
@@ -224,7 +212,7 @@ class Colorizer(Stage):
             out = self.run_net(x)
         if hints is not None:
             hints, _ = pad_to_multiple(hints.to(x.dtype), self.multiple)
-            has = hints[:, 2].flatten(1).amax(1) > 0
+            has = _has_hints(hints)
             if self.training or bool(has.any()):  # (training: a graph even when no image has hints)
                 base_ab = F.interpolate(self.decode(out) / AB_RANGE, size=x.shape[-2:], mode="bilinear",
                                         align_corners=False)
@@ -399,7 +387,7 @@ class Colorizer(Stage):
         out = tta_mean(self, inputs, int(self.config["tta"]))
         sat = self.config["saturation"] if saturation is None else saturation
         if saturation is None and self.config["hint_saturation"] is not None and hints is not None:
-            has = (hints[:, 2].flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
+            has = _has_hints(hints).view(-1, 1, 1, 1)
             sat = torch.where(has, float(self.config["hint_saturation"]), float(sat)).float()
         ab = self.decode(out) * sat
         if ab.shape[-2:] != (h, w):
@@ -459,6 +447,24 @@ class Colorizer(Stage):
         """Panels: gray | true colour | predicted colour, each (B,3,H,W) in [0,1]."""
         gray = batch.get("restored_gray", batch["target_gray"])
         return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), self.predict(gray)]
+
+
+def _pooled_head(net: torch.nn.Module, out: int, stride: int, zero: bool = False) -> torch.nn.Module:
+    """``net`` with its segmentation head replaced by a 1x1 convolution to ``out`` channels on
+    ``stride``-pooled features (``zero``: starting at zero). Colour is smooth: softmax/cross-entropy
+    over ~227 classes at full resolution would cost more than the rest of the network."""
+    conv = torch.nn.Conv2d(net.segmentation_head[0].in_channels, out, kernel_size=1)
+    if zero:
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    net.segmentation_head[0] = torch.nn.Sequential(
+        torch.nn.AvgPool2d(stride) if stride > 1 else torch.nn.Identity(), conv)
+    return net
+
+
+def _has_hints(hints: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) hints (a, b, mask) -> (B,) bool: the image has at least one hinted pixel."""
+    return hints[:, 2].flatten(1).amax(1) > 0
 
 
 def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: int = 16,
