@@ -22,7 +22,7 @@ from .base import Stage, register_stage
 from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
 from .processors import Hints, Reference
 from .metrics import hue_correlation
-from .nets import TTA_SIZES, build_unet, gray_batch, pad_to_multiple, tiled, to_uint8, tta_mean
+from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, tiled, to_uint8, tta_mean
 
 AB_RANGE = 110.0
 HUE_BINS = 180
@@ -252,13 +252,17 @@ class Colorizer(Stage):
         if self.config["mode"] == "regression":
             return out.float() * AB_RANGE
         t = self.config["temperature"] if temperature is None else temperature
-        out = out.float().contiguous()
-        if self.config["prior_shift"]:
-            # The network over-predicts the common hues (browns, oranges): a small tilt of the
-            # logits away from the training prior brings back greens, blues and purples.
-            out = out - self.config["prior_shift"] * torch.log(self.prior.float().clamp(min=1e-6)).view(1, -1, 1, 1)
-        p = torch.softmax(out / t, 1)
-        return torch.einsum("bqhw,qc->bchw", p, self.centers)
+        # The network over-predicts the common hues (browns, oranges): a small tilt of the logits
+        # away from the training prior brings back greens, blues and purples.
+        tilt = -self.config["prior_shift"] / t * torch.log(self.prior.float().clamp(min=1e-6))
+        logits = torch.add(tilt.view(1, -1, 1, 1), out.float(), alpha=1 / t)
+        # Classes more than e^80 less likely than the best weigh nothing, but their subnormal
+        # probabilities would make the sums ~3x slower on a CPU.
+        e = (logits - logits.amax(1, keepdim=True).detach()).clamp(min=-80).exp()
+        b, q, h, w = e.shape
+        # one product gives the softmax's numerators (sum of p*a, p*b) and its denominator (sum of p)
+        sums = torch.matmul(torch.cat([self.centers, self.centers.new_ones(q, 1)], 1).T, e.reshape(b, q, h * w))
+        return (sums[:, :2] / sums[:, 2:]).view(b, 2, h, w)
 
     # ----------------------------------------------------------------- training
     def prepare(self, loader, max_batches: int = 50) -> None:
@@ -390,9 +394,7 @@ class Colorizer(Stage):
             has = _has_hints(hints).view(-1, 1, 1, 1)
             sat = torch.where(has, float(self.config["hint_saturation"]), float(sat)).float()
         ab = self.decode(out) * sat
-        if ab.shape[-2:] != (h, w):
-            ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
-        return ab
+        return grow(ab, (h, w))
 
     @torch.inference_mode()
     def colorize(self, grays: list, holes: list | None = None, *, saturation: float | None = None,
