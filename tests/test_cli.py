@@ -260,3 +260,66 @@ def test_batches_restored_at_once_equal_one_at_a_time_and_a_failed_one_keeps_the
     assert sorted(p.name for p in (tmp_path / "f").glob("p*.png")) == ["p1.png", "p2.png", "p4.png", "p5.png"]
     rows = (tmp_path / "f" / "manifest.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[5] for r in rows) == ["failed"] * 3 + ["restored"] * 4
+
+
+def test_the_restore_command_reads_its_inputs_before_torch_loads():
+    """`import pipeline.restore` loads no torch (so reading runs beside torch's import), and the
+    libgomp setting that stages makes is there before torch loads through any pipeline module."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+
+    def run(code):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+    light = run("import sys, os, pipeline.restore; print('torch' in sys.modules, 'stages' in sys.modules, "
+                "os.environ.get('GOMP_SPINCOUNT'))")
+    assert light[:2] == ["False", "False"]
+    assert light[2] == run("import os, stages; print(os.environ.get('GOMP_SPINCOUNT'))")[0] != "None"
+    assert run("import sys, pipeline; pipeline.Pipeline; print('torch' in sys.modules)") == ["True"]
+
+
+def test_read_ahead_keeps_order_stays_bounded_reports_bad_inputs_and_raises_a_bug(tmp_path):
+    import threading
+    import time
+
+    from pipeline.io import ImageError
+    from pipeline.restore import _ReadAhead
+    held, most = [], 3
+    lock = threading.Lock()
+    state = {"read": 0, "taken": 0}
+
+    def read(i):
+        with lock:
+            state["read"] += 1
+            held.append(state["read"] - state["taken"])
+        if i == 4:
+            raise ImageError(f"in{i}.png: not an image file")
+        return np.zeros((2, 3), np.uint8), None, None
+
+    got = []
+    for i, data, err in _ReadAhead(read, list(range(9)), most=most):
+        time.sleep(0.01)  # a slow consumer: the reader must wait for room
+        with lock:
+            state["taken"] += 1
+        got.append((i, err))
+    assert [i for i, _ in got] == list(range(9))
+    assert [e for _, e in got if e] == ["in4.png: not an image file"]
+    assert max(held) <= most + 1  # never more than `most` waiting, plus the one being read
+
+    ahead = _ReadAhead(lambda i: (np.zeros((1000, 1000), np.uint8), None, None), list(range(50)), pixels=2_500_000)
+    time.sleep(0.3)
+    assert len(ahead._ready) <= 3  # about `pixels` ahead: 2.5 MP of 1 MP images
+    ahead.close()
+
+    def buggy(i):
+        raise KeyError("a bug, not a bad input")
+    with pytest.raises(KeyError):
+        list(_ReadAhead(buggy, [1, 2]))
+
+
+def test_an_unknown_damage_kind_is_a_usage_error(pipe_dir, tmp_path):
+    Image.fromarray(np.full((24, 32), 90, np.uint8)).save(tmp_path / "a.png")
+    r = restore_cli(tmp_path / "a.png", "--checkpoint", pipe_dir, "--out", tmp_path / "o", "--damage", "cracks")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "invalid choice: 'cracks'" in r.stderr and "scratches" in r.stderr

@@ -10,7 +10,6 @@ datasets; augmentation (albumentations) applies one geometric transform to all t
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from .color import pil_gray
 from .damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, add_touching_region, apply_damage,
                      apply_real_damage, mask_from_pair, old_print, random_damage, real_damage)
-from .io import ImageError, list_images, to_gray, to_rgb
+from .io import ImageError, list_images, read_pairs_csv, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
@@ -299,22 +298,3 @@ class DaconData:
         tr, va = _split(len(rows), val_fraction, seed)
         self.train = DaconPairs(root, [rows[i] for i in tr], image_size, True)
         self.val = DaconPairs(root, [rows[i] for i in va], image_size, False)
-
-
-def read_pairs_csv(path) -> list[tuple[Path, Path | None]]:
-    """Rows of a competition csv as (input path, gt path or None), paths resolved against the
-    csv's folder. Raises FileNotFoundError / ValueError with one clear line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such csv")
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "input_image_path" not in reader.fieldnames:
-            raise ValueError(f"{path}: expected a column 'input_image_path' (competition layout)")
-        for r in reader:
-            gt = r.get("gt_image_path")
-            rows.append((path.parent / r["input_image_path"], path.parent / gt if gt else None))
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows

@@ -1,6 +1,8 @@
-"""Image input/output: anything a user hands us -> uint8 gray / RGB arrays, with one-line errors."""
+"""Image input/output: anything a user hands us -> uint8 gray / RGB arrays, with one-line errors;
+the competition csv; PNG bytes."""
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from pathlib import Path
@@ -113,9 +115,11 @@ def kept_colour(img, keep_colour: bool | None = None) -> np.ndarray | None:
     """The colour of an input that a restore keeps: its (H,W,3) uint8 RGB when it has colour
     channels and ``keep_colour`` is True, or None and ``stages.processors.own_colour`` finds colour
     of its own in it (not only a gray or a sepia tone); else None (it is coloured from its gray)."""
-    from stages.processors import own_colour
     rgb = colour_of(img) if keep_colour is not False else None
-    return rgb if rgb is not None and (keep_colour or own_colour(rgb)) else None
+    if rgb is None or keep_colour:
+        return rgb
+    from stages.processors import own_colour  # (here: a gray input is read without torch)
+    return rgb if own_colour(rgb) else None
 
 
 def read_input(img, mask=None, keep_colour: bool | None = None, mask_name: str = "mask") -> tuple:
@@ -149,6 +153,25 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def read_pairs_csv(path) -> list[tuple[Path, Path | None]]:
+    """Rows of a competition csv as (input path, gt path or None), paths resolved against the
+    csv's folder. Raises FileNotFoundError / ValueError with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such csv")
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "input_image_path" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected a column 'input_image_path' (competition layout)")
+        for r in reader:
+            gt = r.get("gt_image_path")
+            rows.append((path.parent / r["input_image_path"], path.parent / gt if gt else None))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
 
 
 def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:

@@ -16,20 +16,18 @@ import csv
 import io
 import os
 import sys
+import threading
 import time
 import zipfile
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stages.processors import KINDS, Hints
-
-from .io import IMAGE_EXTS, ImageError, list_images, read_input, save_png
+from .io import IMAGE_EXTS, ImageError, list_images, read_input, read_pairs_csv, save_png
 
 
 def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
     """Expand files, folders and csv files into image paths; returns (paths, error lines)."""
-    from .data import read_pairs_csv
     paths, errors = [], []
     for it in items:
         p = Path(it)
@@ -81,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default=None, help="torch | openvino | onnx | auto (default: the checkpoint's)")
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
-    ap.add_argument("--damage", choices=KINDS, default=None,
+    ap.add_argument("--damage", default=None, metavar="KIND",
                     help="what to detect: shape (one constant-gray shape: competition inputs), scratches "
                          "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's)")
     ap.add_argument("--references", metavar="DIR_OR_INDEX",
@@ -215,6 +213,7 @@ def _hints(texts: list[str], inputs: int):
     """``--hint X,Y,#RRGGBB`` (or ``X,Y,R,G,B``) items -> a ``stages.Hints`` (None: no hints)."""
     if not texts:
         return None
+    from stages.processors import Hints
     if inputs > 1:  # (none: each missing input has said so already)
         raise ValueError(f"--hint: colour hints apply to one input, got {inputs}")
     items = []
@@ -246,6 +245,7 @@ def _mask_of(args, p: Path, n: int) -> Path | None:
 def _engine(args, n: int):
     """What restores: ``(pipeline, library, hints)`` for the local engine, ``(ray, None, hints)``
     for ``--engine ray``; ValueError/RuntimeError/CheckpointError (one line) when it cannot."""
+    import stages  # noqa: F401  (torch loads here, while the inputs are read)
     hints = _hints(args.hint, n)
     if args.engine == "ray":
         from . import cluster
@@ -266,6 +266,14 @@ def _engine(args, n: int):
     return pipe, refs, hints
 
 
+def _check_damage(ap: argparse.ArgumentParser, damage: str | None) -> None:
+    """``--damage``: one of the detector's kinds, checked once stages has loaded (argparse's
+    ``choices`` would load it before any input is read)."""
+    from stages.processors import KINDS
+    if damage is not None and damage not in KINDS:
+        ap.error(f"argument --damage: invalid choice: {damage!r} (choose from {', '.join(KINDS)})")
+
+
 def _jobs(args, pipe, n: int) -> tuple[int, int | None]:
     """(batches restored at once, torch threads or None: unchanged). On a CPU, an album of several
     batches defaults to one batch per core plus one, each network on one thread: the cores stay
@@ -279,16 +287,72 @@ def _jobs(args, pipe, n: int) -> tuple[int, int | None]:
     return cores + 1, 1
 
 
-def _restore_local(args, album, todo: list[Path], n: int, hints) -> list[Path]:
-    for p in todo:  # read lazily, restored in batches of one size
+class _ReadAhead:
+    """Reads the inputs in a background thread, in order, at most ``most`` images and about
+    ``pixels`` pixels ahead of the restore: decoding (which releases the GIL) runs while torch
+    loads and beside the networks, and a long album holds little in memory. Iterating yields
+    ``(path, (gray, mask, own colour) or None, error line or None)``."""
+
+    def __init__(self, read, paths: list, most: int = 256, pixels: int = 64_000_000):
+        self._read, self._most, self._pixels = read, most, pixels
+        self._ready: deque = deque()
+        self._held, self._done, self._stop, self._crash = 0, False, False, None
+        self._cv = threading.Condition()
+        threading.Thread(target=self._run, args=(paths,), daemon=True, name="read-ahead").start()
+
+    def _room(self) -> bool:
+        return self._stop or not self._ready or (len(self._ready) < self._most and self._held < self._pixels)
+
+    def _run(self, paths: list) -> None:
         try:
-            mp = _mask_of(args, p, n)
-            gray, mask, own = read_input(p, mp, KEEP[args.colour], str(mp))
-        except ImageError as e:
-            album.fail(str(e), path=p)
+            for p in paths:
+                with self._cv:
+                    self._cv.wait_for(self._room)
+                    if self._stop:
+                        return
+                try:
+                    data, err = self._read(p), None
+                    size = data[0].size * (4 if data[2] is not None else 1)
+                except ImageError as e:
+                    data, err, size = None, str(e), 0
+                with self._cv:
+                    self._ready.append((p, data, err, size))
+                    self._held += size
+                    self._cv.notify_all()
+        except BaseException as e:  # a bug, not a bad input: raised where the album reads
+            self._crash = e
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def __iter__(self):
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._ready or self._done)
+                if not self._ready:
+                    if self._crash is not None:
+                        raise self._crash
+                    return
+                p, data, err, size = self._ready.popleft()
+                self._held -= size
+                self._cv.notify_all()
+            yield p, data, err
+
+    def close(self) -> None:
+        """Stop reading (the album ended early)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+
+
+def _restore_local(album, reader: _ReadAhead, hints) -> list[Path]:
+    for p, data, err in reader:  # restored in batches of one size as they arrive
+        if err is not None:
+            album.fail(err, path=p)
             album.bar.update(1)
             continue
-        album.add(p, gray, mask, own, hints)
+        album.add(p, *data, hints)
     return album.finish()
 
 
@@ -315,26 +379,35 @@ def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.restore``; returns the exit status (0 ok, 1 some input failed, 2 usage)."""
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
     if args.max_pixels:
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
     from tqdm.auto import tqdm
 
-    from stages import CheckpointError
-
     paths, errors = collect_inputs(args.inputs)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    try:
-        engine, refs, hints = _engine(args, len(paths))
-    except (CheckpointError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
     todo = [p for p in paths if p not in set(done)]
+    reader = None
+    if args.engine == "local":  # start reading while torch and the pipeline load
+        keep = KEEP[args.colour]
+        reader = _ReadAhead(lambda p: read_input(p, _mask_of(args, p, len(paths)), keep,
+                                                 str(_mask_of(args, p, len(paths)))), todo)
+    try:
+        engine, refs, hints = _engine(args, len(paths))
+        _check_damage(ap, args.damage)
+    except BaseException as e:
+        if reader is not None:
+            reader.close()
+        if isinstance(e, (RuntimeError, ValueError)):  # (a CheckpointError is a ValueError)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
     jobs, threads = _jobs(args, engine, len(todo))
     album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, jobs,
@@ -351,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
-            written = _restore_local(args, album, todo, len(paths), hints)
+            written = _restore_local(album, reader, hints)
         finally:
+            reader.close()
             torch.set_num_threads(before)  # main() may be called in a longer process
     album.write_manifest()
     outputs = written + [out / f"{p.stem}.png" for p in done]
