@@ -1,4 +1,5 @@
-"""Colour maths: PIL-exact gray, sRGB <-> CIE Lab (torch), luma-preserving recombination.
+"""Colour maths: PIL-exact gray, sRGB <-> CIE Lab (torch: training and batches), luma-preserving
+recombination and the inference path gray + ab -> RGB (numpy/OpenCV: uint8 images).
 
 Conventions: uint8 arrays are 0..255; float RGB tensors are in [0, 1]; Lab tensors carry
 L in [0, 100] and a, b roughly in [-110, 110] (D65 white, sRGB primaries).
