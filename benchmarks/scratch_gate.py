@@ -1,0 +1,123 @@
+"""Issue 29: what the ``auto`` gate of the scratch path costs, per kind of old-print damage, and what
+other gates would give.
+
+    python benchmarks/scratch_gate.py [--checkpoint demo] [--max-images 50] [--only held|dev]
+
+``damage=auto`` keeps the scratch detector's find only when it covers at least ``min_damage`` of
+the image and is sure (probability >= 0.9) on at least ``min_sure`` of it; otherwise the photo is
+left alone. Here the scratch detector runs once per image *ungated*, and every gate is applied to
+its result afterwards, on the photos of ``benchmarks/real_damage.py`` (dev: Kodak24 + McMaster;
+held: the held-out training photos, seed 19), as old prints (``old_print``, seeds (29, i)):
+- negatives: each photo clean, with film grain, and as an undamaged old print (half with fine
+  detail of their own): how many a gate lets through (changed);
+- positives: the print with worn damage of every old-print kind mixed (the benchmark's), and with
+  each kind alone (bright or dark at random): recall@2px per kind, ungated and under the gate.
+Choose gates on ``held``; ``dev`` is reported, never tuned on.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
+from pipeline import Pipeline  # noqa: E402
+from pipeline.color import pil_gray  # noqa: E402
+from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402
+                             apply_real_damage, old_print, real_damage)
+from real_damage import SHARED, photo_sets  # noqa: E402
+
+SURE = 0.9
+GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01) for s in (0.0, 0.0005, 0.001, 0.002)]
+
+
+def ungated(pipe, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The scratch path's mask without its gate, its share of the image and the share where the
+    detector is sure."""
+    scratch = pipe._ready("scratch") if pipe.scratch is not None else pipe._ready("mask")
+    found = scratch.find_scratches(gray, gate=False, tile=pipe._tile)
+    from stages.nets import gray_batch, tiled
+    x = gray_batch([gray], scratch.device)
+    fn = scratch.detail_probabilities
+    prob = (fn(x) if scratch.config["detail_size"] else tiled(fn, x, *pipe._tile))[0, 0].float().cpu().numpy()
+    return found, float(found.mean()), float((prob >= SURE).mean())
+
+
+def near(m: np.ndarray) -> np.ndarray:
+    return cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # within 2 px
+
+
+def collect(pipe, photos: list) -> tuple[list, list]:
+    """(negatives [(variant, area, sure)], positives [(kind, recall@2px ungated, area, sure)])."""
+    neg, pos = [], []
+    for i, (rgb, *_) in enumerate(photos):
+        gray = pil_gray(rgb)
+        rng = np.random.default_rng((29, i))
+        printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
+        for variant, g in (("clean", gray), ("grain", add_grain(gray, np.random.default_rng((18, i)), 3.0)),
+                           ("print", printed)):
+            neg.append((variant, *ungated(pipe, g)[1:]))
+        cases = [("mixed", real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True))]
+        for kind in OLD_PRINT_KINDS:
+            a = _layer(*gray.shape, kind, rng, True) * rng.uniform(0.7, 1.0)
+            v = rng.uniform(200, 255) if rng.random() < 0.6 else rng.uniform(0, 55)
+            cases.append((kind, RealDamage(a, np.full(gray.shape, v, np.float32), (kind,))))
+        for kind, dmg in cases:
+            damaged, truth = apply_real_damage(printed, dmg, rng)
+            if truth.sum() < 20:
+                continue
+            found, area, sure = ungated(pipe, damaged)
+            pos.append((kind, float((truth & near(found)).sum() / truth.sum()), area, sure))
+    return neg, pos
+
+
+def passes(area: float, sure: float, gate: tuple) -> bool:
+    return area > 0 and area >= gate[0] and sure >= gate[1]
+
+
+def report(name: str, neg: list, pos: list, current: tuple) -> None:
+    kinds = ["mixed", *OLD_PRINT_KINDS]
+    print(f"\n{name}: {len(neg)} undamaged variants, {len(pos)} damaged prints")
+    print(f"| kind | n | recall@2px ungated | under the current gate (min_damage {current[0]}, min_sure {current[1]}) |")
+    print("|---|---|---|---|")
+    for k in kinds:
+        rows = [p for p in pos if p[0] == k]
+        if rows:
+            r = np.mean([p[1] for p in rows])
+            g = np.mean([p[1] if passes(p[2], p[3], current) else 0.0 for p in rows])
+            print(f"| {k} | {len(rows)} | {r:.3f} | {g:.3f} |")
+    print("\n| min_damage | min_sure | undamaged changed (clean / grain / print) | recall@2px mixed | recall@2px all kinds |")
+    print("|---|---|---|---|---|")
+    for gate in GATES:
+        ch = [sum(passes(a, s, gate) for v, a, s in neg if v == var) for var in ("clean", "grain", "print")]
+        mixed = np.mean([p[1] if passes(p[2], p[3], gate) else 0.0 for p in pos if p[0] == "mixed"])
+        every = np.mean([p[1] if passes(p[2], p[3], gate) else 0.0 for p in pos])
+        mark = " (current)" if gate == current else ""
+        print(f"| {gate[0]} | {gate[1]}{mark} | {sum(ch)} of {len(neg)} ({ch[0]} / {ch[1]} / {ch[2]}) | {mixed:.3f} | {every:.3f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="demo")
+    ap.add_argument("--shared", default=str(SHARED))
+    ap.add_argument("--max-images", type=int, default=50)
+    ap.add_argument("--only", help="dev or held")
+    args = ap.parse_args()
+    sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
+    if not sets:
+        print(f"no photos under {args.shared}/photos: nothing to measure")
+        return 0
+    pipe = Pipeline.load(args.checkpoint)
+    slot = pipe.scratch if pipe.scratch is not None else pipe.mask
+    current = (slot.config["min_damage"], slot.config["min_sure"])
+    for name, photos in sets.items():
+        report(name, *collect(pipe, photos), current)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
