@@ -394,9 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     todo = [p for p in paths if p not in set(done)]
     reader = None
     if args.engine == "local":  # start reading while torch and the pipeline load
-        keep = KEEP[args.colour]
-        reader = _ReadAhead(lambda p: read_input(p, _mask_of(args, p, len(paths)), keep,
-                                                 str(_mask_of(args, p, len(paths)))), todo)
+        def read(p: Path) -> tuple:
+            mp = _mask_of(args, p, len(paths))
+            return read_input(p, mp, KEEP[args.colour], str(mp))
+        reader = _ReadAhead(read, todo)
     try:
         engine, refs, hints = _engine(args, len(paths))
         _check_damage(ap, args.damage)
