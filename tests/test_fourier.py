@@ -130,6 +130,21 @@ def test_stage_tta_on_non_square_inputs_and_the_old_flip_key(tmp_path):
         tiny(Inpainter, tta=3)
 
 
+def test_mask_detector_tta_averages_the_flipped_probabilities():
+    from stages import MaskDetector
+    g = make_batch(1)["gray"][..., :40, :56]
+    plain, mirrored = tiny(MaskDetector), tiny(MaskDetector, tta=2)
+    mirrored.load_state_dict(plain.state_dict())
+    with torch.inference_mode():
+        one = plain.detail_probabilities(g)
+        flip = plain.detail_probabilities(g.flip(-1)).flip(-1)
+        assert torch.allclose(mirrored.detail_probabilities(g), (one + flip) / 2, atol=1e-6)
+        assert not torch.allclose(one, flip, atol=1e-3)  # (so the average is a different map)
+        assert tiny(MaskDetector, tta=8).probabilities(g).shape == g.shape
+    with pytest.raises(ValueError, match="tta"):
+        tiny(MaskDetector, tta=3)
+
+
 def test_inpainter_with_blocks_runs_in_every_engine():
     """The exported network (a deep copy) carries the blocks: engines match torch at other sizes."""
     import importlib.util

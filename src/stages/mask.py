@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .metrics import mask_iou_f1
-from .nets import build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled
+from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
@@ -31,12 +31,13 @@ class MaskDetector(Stage):
     and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
     undamaged photo is mostly unsure); ``scales``, the sizes (× the image) the scratch path looks at, the highest probability kept (a
     scale above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become
-    2-px ones, as the network saw them in training).
+    2-px ones, as the network saw them in training); ``tta`` (1/2/4/8), the flips and transposes
+    whose probabilities are averaged (``stages.nets.tta_mean``).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
-                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure")
+                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -45,8 +46,11 @@ class MaskDetector(Stage):
                  keep_largest: bool = _P.keep_largest, fill_holes: bool = _P.fill_holes, work_size: int | None = None,
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
-                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0):
+                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
+                 tta: int = 1):
         super().__init__()
+        if tta not in TTA_SIZES:
+            raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         MaskProcessor(kind=kind)  # validates the kind
         if not scales or any(not isinstance(v, (int, float)) or v < 1 for v in scales):
             raise ValueError(f"scales must be numbers >= 1, got {scales!r}")
@@ -81,12 +85,15 @@ class MaskDetector(Stage):
     @torch.inference_mode()
     def probabilities(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage probability (network at ``work_size``)."""
-        return grow(torch.sigmoid(self(shrink(gray, self.config["work_size"])).float()), gray.shape[-2:])
+        return grow(self._sigmoid_tta(shrink(gray, self.config["work_size"])), gray.shape[-2:])
 
     @torch.inference_mode()
     def detail_probabilities(self, gray: torch.Tensor) -> torch.Tensor:
         """The same at ``detail_size`` (None: full resolution), for thin scratches."""
-        return grow(torch.sigmoid(self(shrink(gray, self.config["detail_size"])).float()), gray.shape[-2:])
+        return grow(self._sigmoid_tta(shrink(gray, self.config["detail_size"])), gray.shape[-2:])
+
+    def _sigmoid_tta(self, x: torch.Tensor) -> torch.Tensor:
+        return tta_mean(lambda t: torch.sigmoid(self(t)).float(), (x,), int(self.config["tta"]))
 
     @torch.inference_mode()
     def detect(self, grays: list, damage: str | None = None, *, scratch=None,
