@@ -20,3 +20,7 @@ def __getattr__(name: str):
         from . import pipeline as chain
         return getattr(chain, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
