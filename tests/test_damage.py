@@ -154,3 +154,20 @@ def test_worn_lines_zigzag_vary_and_break_and_fine_detail_is_never_damage():
     pairs = PhotoPairs(list_images(SAMPLES_DIR)[:1], 64, True, 0,
                        {"clean_prob": 1.0, "print_prob": 1.0, "detail_prob": 1.0})
     assert all(pairs[(0, s)]["mask"].sum() == 0 for s in range(3))  # the photo's own detail: no damage
+
+
+def test_shatter_cracks_run_from_edge_to_edge_and_print_kinds_choose_what_a_print_gets():
+    from pipeline.damage import real_damage
+    from pipeline.data import SAMPLES_DIR, PhotoPairs
+    from pipeline.io import list_images
+    for s in range(4):
+        m = real_damage(256, 256, np.random.default_rng(s), kinds=("shatter",), worn=True).alpha > 0.5
+        cols, rows = np.nonzero(m.any(0))[0], np.nonzero(m.any(1))[0]
+        assert 0.01 < m.mean() < 0.15 and max(np.ptp(cols), np.ptp(rows)) > 200, s  # long, yet thin
+        n, _ = cv2.connectedComponents(m.astype(np.uint8))
+        assert n - 1 <= 25, s  # cracks that branch and meet: a few connected pieces, not dust
+    files = list_images(SAMPLES_DIR)[:1]
+    only = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0, "print_kinds": ["shatter"]})
+    default = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0})
+    assert only.print_kinds == ("shatter",) and "shatter" not in default.print_kinds
+    assert only[(0, 5)]["mask"].sum() > 0

@@ -150,6 +150,7 @@ class PhotoPairs(Dataset):
         self.print_prob = float(opts.pop("print_prob", 0.0))
         self.detail_prob = float(opts.pop("detail_prob", 0.0))
         self.detail_contrast = float(opts.pop("detail_contrast", 90.0))
+        self.print_kinds = tuple(opts.pop("print_kinds", OLD_PRINT_KINDS))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -185,7 +186,8 @@ class PhotoPairs(Dataset):
     def _old_photo(self, rgb: np.ndarray, rng: np.random.Generator, clean: bool) -> dict:
         """An old-photo sample: the gray, as an old print (``old_print``: ``print_prob``) or with
         film grain (``grain_prob``), and either no damage (a negative: empty mask) or scratches,
-        cracks, spots, tears (``real_damage``; on a print also crack webs, creases and flakes)."""
+        cracks, spots, tears (``real_damage``; on a print ``print_kinds``, by default also crack webs,
+        creases and flakes)."""
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
@@ -196,7 +198,7 @@ class PhotoPairs(Dataset):
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
         if clean:
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
-        damage = real_damage(*gray.shape, rng, **({"kinds": OLD_PRINT_KINDS, "worn": True} if printed else {}))
+        damage = real_damage(*gray.shape, rng, **({"kinds": self.print_kinds, "worn": True} if printed else {}))
         damaged, mask = apply_real_damage(gray, damage, rng)
         return _to_batch(damaged, rgb, mask, target=gray)
 
