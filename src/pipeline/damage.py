@@ -247,23 +247,7 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = Fal
                 _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.3) * diag, 0.08, main[i], a), rng.uniform(1, 2.5), rng,
                         worn)
     elif kind == "shatter":  # broken emulsion: long cracks from edge to edge that branch and meet
-        scale = max(1.0, diag / 1200)
-        lines = [_walk(h, w, rng, rng.uniform(0.5, 1.3) * diag, 0.02, *_edge_start(h, w, rng))
-                 for _ in range(int(rng.integers(2, 6)))]
-        for line in lines:
-            _stroke(c, line, rng.uniform(1, 3) * scale, rng, worn)
-        for _ in range(int(rng.integers(2, 10))):  # branches, from one crack toward another
-            line = lines[int(rng.integers(len(lines)))]
-            i = int(rng.integers(len(line)))
-            d = line[min(i + 1, len(line) - 1)] - line[max(i - 1, 0)]
-            a = np.arctan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.5, 1.4)
-            _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.35) * diag, 0.05, line[i], a),
-                    rng.uniform(0.8, 2.5) * scale, rng, worn)
-        if worn:  # chips of emulsion lost along the cracks
-            for line in lines:
-                for x, y in line[rng.choice(len(line), int(rng.integers(0, 6)))]:
-                    cv2.circle(c, (int(x * 4), int(y * 4)), int(rng.uniform(1, 4) * scale * 4),
-                               float(rng.uniform(0.6, 1)), -1, cv2.LINE_AA, shift=2)
+        _shatter(c, h, w, rng, worn)
     elif kind == "spots":  # dust, mould, flecks: many small soft dots
         n = int(rng.integers(5, 80))
         r = np.clip(rng.lognormal(0.3, 0.7, n), 0.6, 9)
@@ -308,6 +292,29 @@ def _edge_start(h: int, w: int, rng: np.random.Generator) -> tuple:
     t = rng.uniform(0.1, 0.9)
     start = [(t * w, 0), (w, t * h), (t * w, h), (0, t * h)][side]
     return start, side * np.pi / 2 + np.pi / 2 + rng.uniform(-0.5, 0.5)
+
+
+def _shatter(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = False) -> None:
+    """A shattered emulsion into ``c``: 2-5 long cracks from edge to edge (1-3 px, more on large
+    scans), 2-9 branches from one toward another, and (``worn``) chips lost along them."""
+    diag = float(np.hypot(h, w))
+    scale = max(1.0, diag / 1200)
+    lines = [_walk(h, w, rng, rng.uniform(0.5, 1.3) * diag, 0.02, *_edge_start(h, w, rng))
+             for _ in range(int(rng.integers(2, 6)))]
+    for line in lines:
+        _stroke(c, line, rng.uniform(1, 3) * scale, rng, worn)
+    for _ in range(int(rng.integers(2, 10))):
+        line = lines[int(rng.integers(len(lines)))]
+        i = int(rng.integers(len(line)))
+        d = line[min(i + 1, len(line) - 1)] - line[max(i - 1, 0)]
+        a = np.arctan2(d[1], d[0]) + rng.choice([-1, 1]) * rng.uniform(0.5, 1.4)
+        _stroke(c, _walk(h, w, rng, rng.uniform(0.05, 0.35) * diag, 0.05, line[i], a),
+                rng.uniform(0.8, 2.5) * scale, rng, worn)
+    if worn:
+        for line in lines:
+            for x, y in line[rng.choice(len(line), int(rng.integers(0, 6)))]:
+                cv2.circle(c, (int(x * 4), int(y * 4)), int(rng.uniform(1, 4) * scale * 4),
+                           float(rng.uniform(0.6, 1)), -1, cv2.LINE_AA, shift=2)
 
 
 def _web(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = False) -> None:
