@@ -75,7 +75,7 @@ def _by_opencv(x: torch.Tensor, size) -> bool:
 
 def _opencv_planes(x: torch.Tensor, size, interpolation: int) -> torch.Tensor:
     """(B,C,h,w) -> (B,C,*size), each plane resized by ``cv2.resize``."""
-    src = x.contiguous().numpy()
+    src = x.detach().contiguous().numpy()
     out = torch.empty(*x.shape[:2], *size)
     dst = out.numpy()
     for i in range(x.shape[0]):
