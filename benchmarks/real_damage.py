@@ -18,7 +18,10 @@ without; the scratch detector's settings were chosen there):
   creases, flakes as well) recall@2px (share of damaged pixels within 2 px of a detected one),
   precision@2px (share of detected pixels within 2 px of damage) and IoU; and the inpainter on
   their thin, web-like masks (true mask) against OpenCV Telea: hole PSNR and SSIM (over the
-  damage's bounding box) to the undamaged print.
+  damage's bounding box) to the undamaged print;
+- the same old prints scanned (``pipeline.damage.scan``: blur, resampling, sharpening, noise, JPEG
+  over the damage as well, as every real scan sees it): undamaged scans changed, and recall@2px /
+  precision@2px / IoU against the damage visible in the scan (``scan_pair``).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ import numpy as np
 import pipeline  # noqa: F401  (first: sets the OpenMP spin count)
 from pipeline import Pipeline
 from pipeline.color import pil_gray
-from pipeline.damage import OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print, real_damage
+from pipeline.damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print, real_damage,
+                             scan, scan_pair)
 from pipeline.metrics import mask_iou_f1, psnr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -86,7 +90,8 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
     p = np.array([v for v in prints if v[1] is not None], float)
     res.update(print_changed=sum(v[0] for v in prints), print_recall=float(p[:, 1].mean()),
                print_precision=float(np.nanmean(p[:, 2])), print_iou=float(p[:, 3].mean()),
-               print_fill=np.nanmean(p[:, 4:8], 0))
+               print_fill=np.nanmean(p[:, 4:8], 0), scan_changed=int(sum(v[8] for v in prints)),
+               scan=(np.nanmean(p[:, 9]), np.nanmean(p[:, 10]), np.nanmean(p[:, 11])))
     res.update(changed=changed, changed_grain=changed_grain, real_iou=float(np.mean(real_iou)),
                real_recall=float(np.mean(real_recall)), comp_iou=float(np.mean(comp_iou)),
                psnr=float(np.mean(psnr_net)), psnr_telea=float(np.mean(psnr_telea)),
@@ -96,13 +101,16 @@ def evaluate(pipe, photos: list, damage: str | None) -> dict:
 
 def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
     """(undamaged print changed?, recall@2px, precision@2px (nan: nothing found), IoU, hole PSNR and
-    SSIM of the inpainter, the same of Telea (true mask; SSIM over the mask's bounding box)) on one
-    photo made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
+    SSIM of the inpainter, the same of Telea (true mask; SSIM over the mask's bounding box), then
+    of the same print scanned: undamaged changed?, recall@2px, precision@2px, IoU) on one photo
+    made an old print, then damaged with the old-print kinds (None when nothing visible was drawn)."""
     printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
     changed = bool(pipe.detect(printed, damage).any())
-    damaged, truth = apply_real_damage(printed, real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True), rng)
+    dmg = real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True)
+    damaged, truth = apply_real_damage(printed, dmg, rng)
     if not truth.any():
-        return changed, None, None, None, None, None, None, None
+        scanned = bool(pipe.detect(scan(printed, rng), damage).any())
+        return changed, None, None, None, None, None, None, None, scanned, np.nan, np.nan, np.nan
     found = pipe.detect(damaged, damage)
     fills = pipe.fill(damaged, truth), cv2.inpaint(damaged, truth.astype(np.uint8), 3, cv2.INPAINT_TELEA)
     ys, xs = np.nonzero(truth)
@@ -111,10 +119,17 @@ def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
     holes = [v for f in fills for v in (psnr(printed[truth], f[truth]),
                                           structural_similarity(printed[box], f[box], data_range=255)
                                           if min(printed[box].shape) >= 7 else np.nan)]
+    clean_scan, damaged_scan, truth_scan = scan_pair(printed, damaged, dmg, rng)
+    return (changed, *_found(truth, found), *holes, bool(pipe.detect(clean_scan, damage).any()),
+            *(_found(truth_scan, pipe.detect(damaged_scan, damage)) if truth_scan.any() else (np.nan,) * 3))
+
+
+def _found(truth: np.ndarray, found: np.ndarray) -> tuple[float, float, float]:
+    """recall@2px, precision@2px (nan: nothing found) and IoU of a detected mask."""
     near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731  within 2 px
     recall = float((truth & near(found)).sum() / truth.sum())
     precision = float((found & near(truth)).sum() / found.sum()) if found.any() else float("nan")
-    return changed, recall, precision, mask_iou_f1(truth, found)[0], *holes
+    return recall, precision, mask_iou_f1(truth, found)[0]
 
 
 def main() -> None:
@@ -141,8 +156,8 @@ def main() -> None:
     print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "
           "| hole PSNR on old-photo damage, true mask: inpainter / Telea | undamaged old prints changed "
           "| old prints: recall@2px / precision@2px / IoU | old prints, true mask: inpainter / Telea (hole PSNR, "
-          "SSIM) | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "SSIM) | undamaged scanned prints changed | scanned old prints: recall@2px / precision@2px / IoU | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, photos in photo_sets(Path(args.shared), args.max_images, args.seed, args.only).items():
         t = time.time()
         r = evaluate(pipe, photos, args.damage)
@@ -152,7 +167,8 @@ def main() -> None:
               f"| {r['print_changed']} ({100 * r['print_changed'] / r['n']:.1f} %) "
               f"| {r['print_recall']:.3f} / {r['print_precision']:.3f} / {r['print_iou']:.3f} "
               "| {:.2f} dB, {:.3f} / {:.2f} dB, {:.3f} ".format(*r["print_fill"]) +
-              f"| {time.time() - t:.0f} |", flush=True)
+              f"| {r['scan_changed']} ({100 * r['scan_changed'] / r['n']:.1f} %) "
+              "| {:.3f} / {:.3f} / {:.3f} ".format(*r["scan"]) + f"| {time.time() - t:.0f} |", flush=True)
         if args.grid and name.startswith("dev"):
             grid(pipe, photos, args.damage, args.grid)
 

@@ -1,7 +1,7 @@
 """Issue 29: what the ``auto`` gate of the scratch path costs, per kind of old-print damage, and what
 other gates would give.
 
-    python benchmarks/scratch_gate.py [--checkpoint demo] [--max-images 50] [--only held|dev]
+    python benchmarks/scratch_gate.py [--checkpoint demo] [--max-images 50] [--only held|dev] [--scan]
 
 ``damage=auto`` keeps the scratch detector's find only when it covers at least ``min_damage`` of
 the image and is sure (probability >= 0.9) on at least ``min_sure`` of it; otherwise the photo is
@@ -12,6 +12,9 @@ held: the held-out training photos, seed 19), as old prints (``old_print``, seed
   detail of their own): how many a gate lets through (changed);
 - positives: the print with worn damage of every old-print kind mixed (the benchmark's), and with
   each kind alone (bright or dark at random): recall@2px per kind, ungated and under the gate.
+``--scan``: every print, damaged or not, then goes through one scan (``pipeline.damage.scan_pair``:
+blur, resampling, sharpening, noise, JPEG over the damage too, as on every real scan; the same
+damage as without it), and recall counts the damage visible in the scan.
 Choose gates on ``held``; ``dev`` is reported, never tuned on.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
 from pipeline import Pipeline  # noqa: E402
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402
-                             apply_real_damage, old_print, real_damage)
+                             apply_real_damage, old_print, real_damage, scan, scan_pair)
 from real_damage import SHARED, photo_sets  # noqa: E402
 
 SURE = 0.9
@@ -51,15 +54,17 @@ def near(m: np.ndarray) -> np.ndarray:
     return cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # within 2 px
 
 
-def collect(pipe, photos: list) -> tuple[list, list]:
-    """(negatives [(variant, area, sure)], positives [(kind, recall@2px ungated, area, sure)])."""
+def collect(pipe, photos: list, scanned: bool = False) -> tuple[list, list]:
+    """(negatives [(variant, area, sure)], positives [(kind, recall@2px ungated, area, sure)]);
+    ``scanned``: the prints through ``scan``."""
     neg, pos = [], []
     for i, (rgb, *_) in enumerate(photos):
         gray = pil_gray(rgb)
         rng = np.random.default_rng((29, i))
+        srng = np.random.default_rng((29, i, 2))  # the scans' own: the same damage with and without
         printed = old_print(add_fine_detail(gray, rng) if rng.random() < 0.5 else gray, rng)
         for variant, g in (("clean", gray), ("grain", add_grain(gray, np.random.default_rng((18, i)), 3.0)),
-                           ("print", printed)):
+                           ("print", scan(printed, srng) if scanned else printed)):
             neg.append((variant, *ungated(pipe, g)[1:]))
         cases = [("mixed", real_damage(*gray.shape, rng, kinds=OLD_PRINT_KINDS, worn=True))]
         for kind in OLD_PRINT_KINDS:
@@ -68,6 +73,8 @@ def collect(pipe, photos: list) -> tuple[list, list]:
             cases.append((kind, RealDamage(a, np.full(gray.shape, v, np.float32), (kind,))))
         for kind, dmg in cases:
             damaged, truth = apply_real_damage(printed, dmg, rng)
+            if scanned:
+                _, damaged, truth = scan_pair(printed, damaged, dmg, srng)
             if truth.sum() < 20:
                 continue
             found, area, sure = ungated(pipe, damaged)
@@ -106,6 +113,7 @@ def main() -> int:
     ap.add_argument("--shared", default=str(SHARED))
     ap.add_argument("--max-images", type=int, default=50)
     ap.add_argument("--only", help="dev or held")
+    ap.add_argument("--scan", action="store_true", help="the prints scanned (pipeline.damage.scan)")
     args = ap.parse_args()
     sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
     if not sets:
@@ -115,7 +123,7 @@ def main() -> int:
     slot = pipe.scratch if pipe.scratch is not None else pipe.mask
     current = (slot.config["min_damage"], slot.config["min_sure"])
     for name, photos in sets.items():
-        report(name, *collect(pipe, photos), current)
+        report(name + (", scanned prints" if args.scan else ""), *collect(pipe, photos, args.scan), current)
     return 0
 
 

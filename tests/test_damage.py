@@ -171,3 +171,36 @@ def test_shatter_cracks_run_from_edge_to_edge_and_print_kinds_choose_what_a_prin
     default = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0})
     assert only.print_kinds == ("shatter",) and "shatter" not in default.print_kinds
     assert only[(0, 5)]["mask"].sum() > 0
+
+
+def test_a_scan_blurs_the_damage_with_the_print_and_marks_what_stays_visible():
+    from pipeline.damage import apply_real_damage, real_damage, scan, scan_pair
+    from pipeline.data import SAMPLES_DIR, PhotoPairs
+    from pipeline.io import list_images
+    rng = np.random.default_rng(3)
+    gray = cv2.GaussianBlur(rng.uniform(60, 190, (128, 128)).astype(np.float32), (0, 0), 6).astype(np.uint8)
+    assert np.array_equal(scan(gray, np.random.default_rng(1)), scan(gray, np.random.default_rng(1)))
+    sharp = crisp = 0
+    for s in range(6):
+        r = np.random.default_rng(s)
+        dmg = real_damage(128, 128, r, kinds=("scratch", "crack"), worn=True)
+        damaged, mask = apply_real_damage(gray, dmg, r)
+        seed = np.random.default_rng(s + 100)
+        clean_scan, damaged_scan, seen = scan_pair(gray, damaged, dmg, seed)
+        assert np.array_equal(clean_scan, scan(gray, np.random.default_rng(np.random.default_rng(s + 100).integers(2 ** 63 - 1))))
+        near = cv2.dilate(dmg.alpha, np.ones((3, 3), np.uint8)) > 0.2
+        assert seen.any() and not (seen & ~near).any()  # marked: only around the damage, where it shows
+        diff = np.abs(damaged_scan.astype(int) - clean_scan.astype(int))
+        assert (diff[seen] >= 12).all()
+        # the damage's own edges are as soft as the photo's: its steepest step shrinks in the scan
+        crisp += np.abs(np.diff(damaged.astype(int), axis=1)).max()
+        sharp += np.abs(np.diff(damaged_scan.astype(int), axis=1)).max()
+    assert sharp < crisp
+    files = list_images(SAMPLES_DIR)[:1]
+    plain = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0})
+    off = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0, "scan_prob": 0.0})
+    on = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "print_prob": 1.0, "scan_prob": 1.0})
+    assert all(np.array_equal(plain[(0, k)]["gray"], off[(0, k)]["gray"]) for k in range(3))  # older streams kept
+    scanned = [on[(0, k)] for k in range(3)]
+    assert any(not np.array_equal(a["gray"], plain[(0, k)]["gray"]) for k, a in enumerate(scanned))
+    assert all(a["mask"].sum() > 0 for a in scanned)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .color import pil_gray
 from .damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, add_touching_region, apply_damage,
-                     apply_real_damage, mask_from_pair, old_print, random_damage, real_damage)
+                     apply_real_damage, mask_from_pair, old_print, random_damage, real_damage, scan, scan_pair)
 from .io import ImageError, list_images, read_pairs_csv, to_gray, to_rgb
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class PhotoPairs(Dataset):
         self.detail_prob = float(opts.pop("detail_prob", 0.0))
         self.detail_contrast = float(opts.pop("detail_contrast", 90.0))
         self.print_kinds = tuple(opts.pop("print_kinds", OLD_PRINT_KINDS))
+        self.scan_prob = float(opts.pop("scan_prob", 0.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -187,7 +188,8 @@ class PhotoPairs(Dataset):
         """An old-photo sample: the gray, as an old print (``old_print``: ``print_prob``) or with
         film grain (``grain_prob``), and either no damage (a negative: empty mask) or scratches,
         cracks, spots, tears (``real_damage``; on a print ``print_kinds``, by default also crack webs,
-        creases and flakes)."""
+        creases and flakes); ``scan_prob``: then scanned (``scan``: blur, resampling, sharpening,
+        noise, JPEG over the damage too)."""
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
@@ -196,10 +198,14 @@ class PhotoPairs(Dataset):
             gray = old_print(gray, rng)
         elif rng.random() < self.grain_prob:
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
+        scanned = self.scan_prob > 0 and rng.random() < self.scan_prob  # (drawn only then: older streams kept)
         if clean:
+            gray = scan(gray, rng) if scanned else gray
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
         damage = real_damage(*gray.shape, rng, **({"kinds": self.print_kinds, "worn": True} if printed else {}))
         damaged, mask = apply_real_damage(gray, damage, rng)
+        if scanned:  # the damage seen through the scan, as on every real scan
+            gray, damaged, mask = scan_pair(gray, damaged, damage, rng)
         return _to_batch(damaged, rgb, mask, target=gray)
 
 
