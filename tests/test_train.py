@@ -306,7 +306,9 @@ def test_resumed_run_replays_the_same_stream_and_ends_identical(tmp_path):
           *const)
     a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # equal up to float reassociation: a CPU kernel may sum in another order when the cores are
+    # busy (seen once in CI); another data stream or optimizer state moves weights by ~lr (1e-3)
+    assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 1e-5
     assert any(not torch.equal(half[k], a[k]) for k in a)  # it did train on
 
 
