@@ -124,9 +124,13 @@ def _old_print_case(pipe, gray: np.ndarray, damage: str | None, rng) -> tuple:
             *(_found(truth_scan, pipe.detect(damaged_scan, damage)) if truth_scan.any() else (np.nan,) * 3))
 
 
+def near(m: np.ndarray) -> np.ndarray:
+    """The pixels within 2 px of a (H,W) bool mask."""
+    return cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
 def _found(truth: np.ndarray, found: np.ndarray) -> tuple[float, float, float]:
     """recall@2px, precision@2px (nan: nothing found) and IoU of a detected mask."""
-    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731  within 2 px
     recall = float((truth & near(found)).sum() / truth.sum())
     precision = float((found & near(truth)).sum() / found.sum()) if found.any() else float("nan")
     return recall, precision, mask_iou_f1(truth, found)[0]

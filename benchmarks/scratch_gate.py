@@ -23,7 +23,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,7 +31,7 @@ from pipeline import Pipeline  # noqa: E402
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402
                              apply_real_damage, old_print, real_damage, scan, scan_pair)
-from real_damage import SHARED, photo_sets  # noqa: E402
+from real_damage import SHARED, near, photo_sets  # noqa: E402
 
 SURE = 0.9
 GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01) for s in (0.0, 0.0005, 0.001, 0.002)]
@@ -48,10 +47,6 @@ def ungated(pipe, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     fn = scratch.detail_probabilities
     prob = (fn(x) if scratch.config["detail_size"] else tiled(fn, x, *pipe._tile))[0, 0].float().cpu().numpy()
     return found, float(found.mean()), float((prob >= SURE).mean())
-
-
-def near(m: np.ndarray) -> np.ndarray:
-    return cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # within 2 px
 
 
 def collect(pipe, photos: list, scanned: bool = False) -> tuple[list, list]:
