@@ -136,6 +136,15 @@ def _found(truth: np.ndarray, found: np.ndarray) -> tuple[float, float, float]:
     return recall, precision, mask_iou_f1(truth, found)[0]
 
 
+def set_options(pipe, items: list) -> None:
+    """Apply ``SLOT.KEY=VALUE`` inference settings (VALUE read as YAML) to a loaded pipeline."""
+    import yaml
+    for item in items:
+        key, _, value = item.partition("=")
+        slot, _, name = key.partition(".")
+        pipe.stages[slot].set(name, yaml.safe_load(value))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")
@@ -149,11 +158,7 @@ def main() -> None:
                     help="change an inference setting first, e.g. scratch.threshold=0.7 (repeatable)")
     args = ap.parse_args()
     pipe = Pipeline.load(args.checkpoint)
-    import yaml
-    for item in args.set:
-        key, _, value = item.partition("=")
-        slot, _, name = key.partition(".")
-        pipe.stages[slot].set(name, yaml.safe_load(value))
+    set_options(pipe, args.set)
     print(f"{args.checkpoint}: detector kind {pipe.mask.config['kind']}, damage={args.damage}, "
           f"scratch detector: {'yes ' + str({k: pipe.scratch.config[k] for k in ('threshold', 'min_region')}) if pipe.scratch else 'no'}"
           + (f", set {args.set}" if args.set else ""))

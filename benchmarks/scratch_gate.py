@@ -31,21 +31,18 @@ from pipeline import Pipeline  # noqa: E402
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402
                              apply_real_damage, old_print, real_damage, scan, scan_pair)
-from real_damage import SHARED, near, photo_sets  # noqa: E402
+from real_damage import SHARED, near, photo_sets, set_options  # noqa: E402
 
 SURE = 0.9
-GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01) for s in (0.0, 0.0005, 0.001, 0.002)]
+GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03) for s in (0.0, 0.0005, 0.001, 0.002)]
 
 
 def ungated(pipe, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The scratch path's mask without its gate, its share of the image and the share where the
-    detector is sure."""
+    detector is sure (its probability over all its scales, as the gate sees it)."""
     scratch = pipe._ready("scratch") if pipe.scratch is not None else pipe._ready("mask")
     found = scratch.find_scratches(gray, gate=False, tile=pipe._tile)
-    from stages.nets import gray_batch, tiled
-    x = gray_batch([gray], scratch.device)
-    fn = scratch.detail_probabilities
-    prob = (fn(x) if scratch.config["detail_size"] else tiled(fn, x, *pipe._tile))[0, 0].float().cpu().numpy()
+    prob = scratch.scratch_probabilities(gray, pipe._tile)
     return found, float(found.mean()), float((prob >= SURE).mean())
 
 
@@ -109,12 +106,15 @@ def main() -> int:
     ap.add_argument("--max-images", type=int, default=50)
     ap.add_argument("--only", help="dev or held")
     ap.add_argument("--scan", action="store_true", help="the prints scanned (pipeline.damage.scan)")
+    ap.add_argument("--set", action="append", default=[], metavar="SLOT.KEY=VALUE",
+                    help="change an inference setting first, e.g. scratch.scales=[1,0.5] (repeatable)")
     args = ap.parse_args()
     sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
     if not sets:
         print(f"no photos under {args.shared}/photos: nothing to measure")
         return 0
     pipe = Pipeline.load(args.checkpoint)
+    set_options(pipe, args.set)
     slot = pipe.scratch if pipe.scratch is not None else pipe.mask
     current = (slot.config["min_damage"], slot.config["min_sure"])
     for name, photos in sets.items():

@@ -204,3 +204,40 @@ def test_a_scan_blurs_the_damage_with_the_print_and_marks_what_stays_visible():
     scanned = [on[(0, k)] for k in range(3)]
     assert any(not np.array_equal(a["gray"], plain[(0, k)]["gray"]) for k, a in enumerate(scanned))
     assert all(a["mask"].sum() > 0 for a in scanned)
+
+
+def test_relief_cracks_cast_a_shadow_thick_damage_is_coarser_faint_is_fainter_and_edge_detail_follows_the_photo():
+    from pipeline.damage import _outlines, add_fine_detail, real_damage
+    from pipeline.data import SAMPLES_DIR, PhotoPairs
+    from pipeline.io import list_images
+    plain = real_damage(128, 128, np.random.default_rng(7), kinds=("crack",), worn=True)
+    again = real_damage(128, 128, np.random.default_rng(7), kinds=("crack",), worn=True, relief=0.0, thick=0.0)
+    assert np.array_equal(plain.alpha, again.alpha)                 # both 0: the earlier stream
+    lifted = real_damage(128, 128, np.random.default_rng(7), kinds=("crack",), worn=True, relief=1.0)
+    seen = lifted.alpha > 0.3
+    assert (lifted.value[seen] >= 200).any() and (lifted.value[seen] <= 60).any()  # a bright ridge, a dark shadow
+    faint = real_damage(128, 128, np.random.default_rng(7), kinds=("crack",), worn=True, faint=1.0)
+    assert 0.2 < faint.alpha.max() < 0.75 < plain.alpha.max()   # a hairline crack, a few tens of levels
+    # the share of a line's pixels that survive a 3x3 erosion grows with its width
+    core = lambda d: cv2.erode((d.alpha > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)).sum() / max(1, (d.alpha > 0.5).sum())  # noqa: E731
+    thin = [core(real_damage(256, 256, np.random.default_rng(s), kinds=("scratch",))) for s in range(6)]
+    thick = [core(real_damage(256, 256, np.random.default_rng(s), kinds=("scratch",), thick=1.0)) for s in range(6)]
+    assert np.mean(thick) > np.mean(thin) + 0.1
+    gray = np.full((128, 128), 60, np.uint8)
+    gray[32:96, 32:96] = 200                                        # one square: its outline is the only edge
+    g = gray.astype(np.float32)
+    _outlines(g, gray, np.random.default_rng(5), 90)
+    drawn = np.abs(g - gray) > 5
+    ring = cv2.dilate((cv2.Canny(gray, 40, 120) > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert drawn.sum() > 50 and not (drawn & ~ring).any()          # along the photo's own edge, nowhere else
+    assert not np.array_equal(add_fine_detail(gray, np.random.default_rng(5), edges=1.0),
+                              add_fine_detail(gray, np.random.default_rng(5)))
+    files = list_images(SAMPLES_DIR)[:1]
+    base = {"real_prob": 1.0, "print_prob": 1.0, "detail_prob": 1.0}
+    old = PhotoPairs(files, 64, True, 0, base)
+    off = PhotoPairs(files, 64, True, 0, {**base, "detail_edges": 0.0, "relief_prob": 0.0, "thick_prob": 0.0,
+                                          "faint_prob": 0.0})
+    on = PhotoPairs(files, 64, True, 0, {**base, "detail_edges": 1.0, "relief_prob": 1.0, "thick_prob": 1.0,
+                                         "faint_prob": 1.0})
+    assert all(np.array_equal(old[(0, k)]["gray"], off[(0, k)]["gray"]) for k in range(3))  # older streams kept
+    assert any(not np.array_equal(old[(0, k)]["gray"], on[(0, k)]["gray"]) for k in range(3))

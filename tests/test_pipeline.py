@@ -279,6 +279,26 @@ def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(mo
     assert pipe.detect(gray)[50, 10]
 
 
+def test_the_scratch_path_follows_a_crack_where_the_network_is_less_sure(monkeypatch):
+    import torch
+    pipe = _scratch_pipe()
+    gray = np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)
+    prob = np.zeros((64, 64), np.float32)
+    prob[20, 5:25] = 0.95                        # sure here
+    prob[20, 25:60] = 0.4                        # the same crack, less sure
+    prob[40, 5:60] = 0.4                         # another faint line, sure nowhere
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
+    monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(prob)[None, None])
+    pipe.scratch.set("min_damage", 0.01)
+    plain = pipe.detect(gray)
+    assert plain[20, 10] and not plain[20, 50] and not plain[40, 30]
+    pipe.scratch.set("grow_threshold", 0.3)
+    grown = pipe.detect(gray)
+    assert grown[20, 50] and not grown[40, 30]   # followed along the crack only
+    pipe.scratch.set("min_damage", 0.03)         # the sure part alone is too little (grown, 4 %): the rest
+    assert not pipe.detect(gray).any()           # does not carry it past the gate
+
+
 def test_auto_takes_a_constant_fill_as_a_shape_only_when_it_is_large_enough():
     from stages.processors import MaskProcessor
     gray = np.full((100, 100), 150, np.uint8)
@@ -335,8 +355,16 @@ def test_the_scratch_path_looks_at_more_than_one_scale():
     assert both.shape == gray.shape and both.sum() >= one.sum()  # the highest probability of the scales
     big = np.zeros((1100, 40), np.uint8)
     assert det.find_scratches(big).shape == big.shape  # 2x would pass 2048 px: that scale is left out
+    det.set("scales", [1, 0.5])
+    assert det.find_scratches(gray).shape == gray.shape   # 0.5 would take the short side under 128 px: left out
+    large = (np.random.default_rng(1).random((300, 260)) * 255).astype(np.uint8)
+    det.set("scales", [1])
+    p1 = det.scratch_probabilities(large)
+    det.set("scales", [1, 0.5])
+    p2 = det.scratch_probabilities(large)
+    assert p2.shape == large.shape and (p2 >= p1).all() and (p2 > p1).any()  # the half size seen as well
     with pytest.raises(ValueError, match="scales"):
-        tiny(MaskDetector, scales=[0.5])
+        tiny(MaskDetector, scales=[0])
 
 
 def test_the_scratch_detector_is_readied_only_for_an_image_that_takes_its_path(monkeypatch):

@@ -390,12 +390,15 @@ def old_print(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def add_fine_detail(gray: np.ndarray, rng: np.random.Generator, contrast: float = 90) -> np.ndarray:
+def add_fine_detail(gray: np.ndarray, rng: np.random.Generator, contrast: float = 90,
+                    edges: float = 0.0) -> np.ndarray:
     """(H,W) uint8 gray -> the same photo with fine detail of its own: thin lines (wires, chains,
     branches, hair; 25 to ``contrast`` levels darker or lighter than where they lie: never paper
     white or ink black up to 90, nearly so above), sometimes a patch of dotted pattern and a line
-    of text. Drawn *before* ``old_print``, they fade, blur and grain with the photo: hard
-    negatives for the detector, which must tell them from damage on top."""
+    of text; ``edges``: the chance of also lines along the photo's own edges (outlines, rims,
+    frames: detail that follows the picture, as a crack does not) and a mesh (fence, net, window
+    bars). Drawn *before* ``old_print``, they fade, blur and grain with the photo: hard negatives
+    for the detector, which must tell them from damage on top."""
     h, w = gray.shape
     diag = float(np.hypot(h, w))
     g = gray.astype(np.float32)
@@ -418,7 +421,54 @@ def add_fine_detail(gray: np.ndarray, rng: np.random.Generator, contrast: float 
         cv2.putText(t, text, pos, int(rng.integers(0, 8)), scale, 255, max(1, int(round(scale * 1.5))), cv2.LINE_AA)
         a = t.astype(np.float32) / 255
         g = g * (1 - a) + ink * a
+    if edges and rng.random() < edges:
+        _outlines(g, gray, rng, contrast)
+        if rng.random() < 0.5:
+            _mesh(g, rng)
     return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+
+def _outlines(g: np.ndarray, gray: np.ndarray, rng: np.random.Generator, contrast: float) -> None:
+    """Into the float gray ``g``: 2-12 thin lines (1-2 px) traced along the photo's own edges
+    (Canny on ``gray``), a shade off their ground, a pixel or two beside the edge or on it."""
+    h, w = g.shape
+    edges = cv2.Canny(cv2.GaussianBlur(gray, (0, 0), rng.uniform(0.8, 2.0)), 40, 120)
+    found = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)[0]
+    found = [c for c in found if len(c) >= 0.04 * max(h, w)]
+    if not found:
+        return
+    ground = cv2.GaussianBlur(g, (0, 0), 3)
+    for k in rng.choice(len(found), min(len(found), int(rng.integers(2, 13))), replace=False):
+        c = np.zeros((h, w), np.float32)
+        pts = found[int(k)][:, 0].astype(np.float32) + rng.uniform(-2, 2, 2).astype(np.float32)
+        cv2.polylines(c, [np.round(pts * 4).astype(np.int32)], False, 1.0,
+                      int(rng.integers(1, 3)) * max(1, round(min(h, w) / 700)), cv2.LINE_AA, shift=2)
+        shade = rng.uniform(25, contrast) * (1 if rng.random() < 0.5 else -1)
+        a = c * rng.uniform(0.6, 1.0)
+        g *= 1 - a
+        g += np.clip(ground + shade, 20, 235) * a
+
+
+def _mesh(g: np.ndarray, rng: np.random.Generator) -> None:
+    """Into the float gray ``g``: a mesh of thin parallel lines, one or two families (a fence, a
+    net, window bars), 5-25 px apart, over a soft part of the photo, a shade off the ground."""
+    h, w = g.shape
+    c = np.zeros((h, w), np.float32)
+    step, ang = rng.uniform(5, 25) * max(1.0, min(h, w) / 700), rng.uniform(0, np.pi)
+    diag = float(np.hypot(h, w))
+    for a in ([ang] if rng.random() < 0.3 else [ang, ang + rng.uniform(np.pi / 4, np.pi / 2)]):
+        d, n = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        for t in np.arange(-diag, diag, step):
+            p0, p1 = np.array([w / 2, h / 2]) + n * t - d * diag, np.array([w / 2, h / 2]) + n * t + d * diag
+            cv2.line(c, tuple(np.round(p0 * 4).astype(int).tolist()), tuple(np.round(p1 * 4).astype(int).tolist()),
+                     1.0, 1, cv2.LINE_AA, shift=2)
+    small = rng.normal(0, 1, (h // 8 + 2, w // 8 + 2)).astype(np.float32)
+    region = cv2.resize(cv2.GaussianBlur(small, (0, 0), min(h, w) / 64), (w, h), interpolation=cv2.INTER_LINEAR)
+    c *= region > np.quantile(region, rng.uniform(0.4, 0.85))
+    a = c * rng.uniform(0.4, 0.9)
+    target = np.clip(cv2.GaussianBlur(g, (0, 0), 3) + rng.uniform(20, 70) * (1 if rng.random() < 0.5 else -1), 15, 240)
+    g *= 1 - a
+    g += target * a
 
 
 def _dots(g: np.ndarray, rng: np.random.Generator) -> None:
@@ -452,20 +502,40 @@ def _dots(g: np.ndarray, rng: np.random.Generator) -> None:
 OLD_PRINT_KINDS = REAL_KINDS + ("web", "crease", "flake")  # with ``old_print`` (data.damage.print_prob)
 
 
-def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS, worn: bool = False) -> RealDamage:
+LINE_KINDS = ("scratch", "crack", "shatter", "web", "crease")  # the kinds ``relief`` may lift
+
+
+def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS, worn: bool = False,
+                relief: float = 0.0, thick: float = 0.0, faint: float = 0.0) -> RealDamage:
     """One to three kinds of old-photo damage for an (h, w) image: each kind bright (dust,
     emulsion scratches, paper showing through) or dark (dirt, cracks), mostly opaque; ``worn``:
-    lines as on a real print (see ``_layer``)."""
-    alpha = np.zeros((h, w), np.float32)
-    value = np.zeros((h, w), np.float32)
+    lines as on a real print (see ``_layer``); ``relief``: the share of line kinds drawn as lifted
+    emulsion, a bright ridge with a dark shadow beside it (1-3 px off, one light direction);
+    ``thick``: the share of damage drawn 1.5-3x coarser (a large scan's cracks, seen smaller);
+    ``faint``: the share of kinds drawn at 0.3-0.7 of their opacity (hairline cracks a few tens of
+    levels off the photo, as fine detail is). All 0 draw nothing extra: earlier streams are kept."""
+    f = rng.uniform(1.5, 3.0) if thick and rng.random() < thick else 1.0
+    hh, ww = (h, w) if f == 1 else (max(16, round(h / f)), max(16, round(w / f)))
+    alpha = np.zeros((hh, ww), np.float32)
+    value = np.zeros((hh, ww), np.float32)
     chosen = tuple(sorted({str(kinds[int(rng.integers(len(kinds)))]) for _ in range(int(rng.integers(1, 4)))}))
     for kind in chosen:
-        a = _layer(h, w, kind, rng, worn) * rng.uniform(0.7, 1.0)
+        a = _layer(hh, ww, kind, rng, worn) * rng.uniform(0.7, 1.0)
+        if faint and rng.random() < faint:
+            a *= rng.uniform(0.3, 0.7)
         bright = rng.random() < (0.8 if kind == "tear" else 0.6)
         v = rng.uniform(200, 255) if bright else rng.uniform(0, 55)
-        take = a > alpha
-        alpha = np.maximum(alpha, a)
-        value[take] = v
+        layers = [(a, v)]
+        if relief and kind in LINE_KINDS and rng.random() < relief:
+            d, t = rng.uniform(1, 3), rng.uniform(0, 2 * np.pi)
+            shade = cv2.warpAffine(a, np.float32([[1, 0, d * np.cos(t)], [0, 1, d * np.sin(t)]]), (ww, hh))
+            layers = [(a, rng.uniform(200, 255)), (shade * (1 - a) * rng.uniform(0.5, 0.9), rng.uniform(0, 60))]
+        for a, v in layers:
+            take = a > alpha
+            alpha = np.maximum(alpha, a)
+            value[take] = v
+    if f != 1:
+        alpha, value = (cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) for x in (alpha, value))
     return RealDamage(alpha, value, chosen)
 
 

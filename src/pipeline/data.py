@@ -150,6 +150,9 @@ class PhotoPairs(Dataset):
         self.print_prob = float(opts.pop("print_prob", 0.0))
         self.detail_prob = float(opts.pop("detail_prob", 0.0))
         self.detail_contrast = float(opts.pop("detail_contrast", 90.0))
+        self.detail_edges = float(opts.pop("detail_edges", 0.0))
+        self.relief_prob, self.thick_prob = float(opts.pop("relief_prob", 0.0)), float(opts.pop("thick_prob", 0.0))
+        self.faint_prob = float(opts.pop("faint_prob", 0.0))
         self.print_kinds = tuple(opts.pop("print_kinds", OLD_PRINT_KINDS))
         self.scan_prob = float(opts.pop("scan_prob", 0.0))
         self.damage = opts
@@ -193,7 +196,7 @@ class PhotoPairs(Dataset):
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own
-            gray = add_fine_detail(gray, rng, self.detail_contrast)
+            gray = add_fine_detail(gray, rng, self.detail_contrast, self.detail_edges)
         if printed:
             gray = old_print(gray, rng)
         elif rng.random() < self.grain_prob:
@@ -202,7 +205,8 @@ class PhotoPairs(Dataset):
         if clean:
             gray = scan(gray, rng) if scanned else gray
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
-        damage = real_damage(*gray.shape, rng, **({"kinds": self.print_kinds, "worn": True} if printed else {}))
+        damage = real_damage(*gray.shape, rng, relief=self.relief_prob, thick=self.thick_prob,
+                             faint=self.faint_prob, **({"kinds": self.print_kinds, "worn": True} if printed else {}))
         damaged, mask = apply_real_damage(gray, damage, rng)
         if scanned:  # the damage seen through the scan, as on every real scan
             gray, damaged, mask = scan_pair(gray, damaged, damage, rng)

@@ -11,6 +11,7 @@ from .base import Stage, register_stage
 from .metrics import mask_iou_f1
 from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
+from .regions import label4
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
 SURE = 0.9  # the probability ``min_sure`` counts as sure
@@ -29,15 +30,20 @@ class MaskDetector(Stage):
     ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
     ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone),
     and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
-    undamaged photo is mostly unsure); ``scales``, the sizes (× the image) the scratch path looks at, the highest probability kept (a
-    scale above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become
-    2-px ones, as the network saw them in training); ``tta`` (1/2/4/8), the flips and transposes
-    whose probabilities are averaged (``stages.nets.tta_mean``).
+    undamaged photo is mostly unsure); ``scales``, the sizes (× the image) the scratch path looks
+    at, the highest probability kept (above 1 only while the long side stays within 2048 px: a
+    small scan's 1-px cracks become 2-px ones, as the network saw them in training; below 1 only
+    while the short side stays 128 px or more: a large scan's wide cracks and flakes become the
+    size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
+    (``stages.nets.tta_mean``); ``grow_threshold`` (None: off), a lower threshold the scratch
+    path's finds grow along (hysteresis, after the gate: a crack the network is sure of in places
+    is followed where it is less so, and the gate still decides on the sure parts alone).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
-                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta")
+                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
+                 "grow_threshold")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -47,13 +53,13 @@ class MaskDetector(Stage):
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
-                 tta: int = 1):
+                 tta: int = 1, grow_threshold: float | None = None):
         super().__init__()
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         MaskProcessor(kind=kind)  # validates the kind
-        if not scales or any(not isinstance(v, (int, float)) or v < 1 for v in scales):
-            raise ValueError(f"scales must be numbers >= 1, got {scales!r}")
+        if not scales or any(not isinstance(v, (int, float)) or v <= 0 for v in scales):
+            raise ValueError(f"scales must be positive numbers, got {scales!r}")
         self._set_net(lambda: build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights))
         self.multiple = 2 ** encoder_depth
 
@@ -130,21 +136,38 @@ class MaskDetector(Stage):
         return masks
 
     @torch.inference_mode()
-    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
-        """(H,W) uint8 gray -> (H,W) bool old-photo damage: the network at ``detail_size``,
-        thresholded, small regions dropped; ``gate``: nothing unless it covers at least
-        ``min_damage`` of the image and is sure on ``min_sure`` of it."""
+    def scratch_probabilities(self, gray: np.ndarray, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+        """(H,W) uint8 gray -> (H,W) float32 damage probability of the scratch path: the network
+        at ``detail_size`` at each of ``scales`` (× the image; one is left out that would make the
+        short side under 128 px or the long side over 2048), the highest kept."""
+        h, w = gray.shape
         prob = None
-        for s in [s for s in self.config["scales"] if s == 1 or max(gray.shape) * s <= 2048] or [1]:
-            g = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+        for s in [s for s in self.config["scales"] if s == 1 or 128 <= min(h, w) * s and max(h, w) * s <= 2048] or [1]:
+            g = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s,
+                                               interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
             x = gray_batch([g], self.device)
             fn = self.detail_probabilities
             p = (fn(x) if self.config["detail_size"] else tiled(fn, x, *tile))[0, 0].float().cpu().numpy()
-            p = p if s == 1 else cv2.resize(p, gray.shape[::-1], interpolation=cv2.INTER_AREA)
+            p = p if s == 1 else cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA if s > 1 else cv2.INTER_LINEAR)
             prob = p if prob is None else np.maximum(prob, p)
+        return prob
+
+    @torch.inference_mode()
+    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+        """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
+        small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
+        image and is sure on ``min_sure`` of it; then grown along ``grow_threshold``."""
+        prob = self.scratch_probabilities(gray, tile)
         m = self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
         if gate and (m.mean() < self.config["min_damage"] or (prob >= SURE).mean() < self.config["min_sure"]):
             return np.zeros_like(m)
+        low = self.config["grow_threshold"]
+        if low is not None and low < self.config["threshold"] and m.any():
+            lab, n = label4(prob > low)
+            keep = np.zeros(n + 1, bool)
+            keep[np.unique(lab[m])] = True
+            keep[0] = False
+            m = self.post("scratches")(keep[lab], gray, "scratches")
         return m
 
     @torch.inference_mode()
