@@ -180,6 +180,11 @@ def test_a_scan_blurs_the_damage_with_the_print_and_marks_what_stays_visible():
     rng = np.random.default_rng(3)
     gray = cv2.GaussianBlur(rng.uniform(60, 190, (128, 128)).astype(np.float32), (0, 0), 6).astype(np.uint8)
     assert np.array_equal(scan(gray, np.random.default_rng(1)), scan(gray, np.random.default_rng(1)))
+    flat = np.full((96, 96), 128, np.uint8)
+    fine = lambda g: np.std(g.astype(np.float32) - cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.0))  # noqa: E731
+    quiet = [fine(scan(flat, np.random.default_rng(s))) for s in range(8)]
+    noisy = [fine(scan(flat, np.random.default_rng(s), noise_max=12)) for s in range(8)]
+    assert all(n >= q - 1e-6 for n, q in zip(noisy, quiet)) and sum(noisy) > 1.5 * sum(quiet)  # scan_noise
     sharp = crisp = 0
     for s in range(6):
         r = np.random.default_rng(s)

@@ -552,12 +552,13 @@ def apply_real_damage(gray: np.ndarray, damage: RealDamage, rng: np.random.Gener
     return out, mask
 
 
-def scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def scan(gray: np.ndarray, rng: np.random.Generator, noise_max: float = 4.0) -> np.ndarray:
     """(H,W) uint8 gray of a print, damage and all -> its scan: the scanner's or camera's blur,
     sometimes a lower resolution scaled back up, sharpening (halos beside edges), sensor noise and
     JPEG, each drawn at random, sizes following the image's. A real scan sees the damage through
     all of these; damage drawn after them (crisp, with noise of its own) teaches a detector a
-    shortcut that fails on every real scan. The same ``rng`` state gives the same scan."""
+    shortcut that fails on every real scan. ``noise_max``: the sensor noise's largest standard
+    deviation (levels, before its slight blur). The same ``rng`` state gives the same scan."""
     g = gray.astype(np.float32)
     h, w = g.shape
     k = max(1.0, min(h, w) / 512)
@@ -570,7 +571,8 @@ def scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:
         g = g + rng.uniform(0.3, 1.2) * (g - cv2.GaussianBlur(g, (0, 0), rng.uniform(0.8, 2.0) * k))
     if rng.random() < 0.5:
-        g = g + cv2.GaussianBlur(rng.normal(0, rng.uniform(1, 4) * 1.4, g.shape).astype(np.float32), (0, 0), 0.6)
+        noise = rng.normal(0, rng.uniform(1, noise_max) * 1.4, g.shape).astype(np.float32)
+        g = g + cv2.GaussianBlur(noise, (0, 0), 0.6)
     out = np.clip(np.rint(g), 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
         out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 93))])[1],
@@ -579,12 +581,12 @@ def scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def scan_pair(clean: np.ndarray, damaged: np.ndarray, damage: RealDamage, rng: np.random.Generator,
-              min_change: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              min_change: int = 12, noise_max: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A damaged print and the same print undamaged, both (H,W) uint8, through one and the same
     ``scan`` -> ``(clean scan, damaged scan, mask bool)``; the mask marks the pixels the damage
     visibly changed in the scan (as in ``apply_real_damage``; the blur may carry it a pixel out)."""
     seed = int(rng.integers(2 ** 63 - 1))
-    a, b = scan(clean, np.random.default_rng(seed)), scan(damaged, np.random.default_rng(seed))
+    a, b = (scan(x, np.random.default_rng(seed), noise_max) for x in (clean, damaged))
     near = cv2.dilate(damage.alpha, np.ones((3, 3), np.uint8)) > 0.2
     return a, b, (np.abs(b.astype(np.int16) - a.astype(np.int16)) >= min_change) & near
 

@@ -155,6 +155,7 @@ class PhotoPairs(Dataset):
         self.faint_prob = float(opts.pop("faint_prob", 0.0))
         self.print_kinds = tuple(opts.pop("print_kinds", OLD_PRINT_KINDS))
         self.scan_prob = float(opts.pop("scan_prob", 0.0))
+        self.scan_noise = float(opts.pop("scan_noise", 4.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -203,13 +204,13 @@ class PhotoPairs(Dataset):
             gray = add_grain(gray, rng, rng.uniform(1, self.grain_max))
         scanned = self.scan_prob > 0 and rng.random() < self.scan_prob  # (drawn only then: older streams kept)
         if clean:
-            gray = scan(gray, rng) if scanned else gray
+            gray = scan(gray, rng, self.scan_noise) if scanned else gray
             return _to_batch(gray, rgb, np.zeros(gray.shape, bool), target=gray)
         damage = real_damage(*gray.shape, rng, relief=self.relief_prob, thick=self.thick_prob,
                              faint=self.faint_prob, **({"kinds": self.print_kinds, "worn": True} if printed else {}))
         damaged, mask = apply_real_damage(gray, damage, rng)
         if scanned:  # the damage seen through the scan, as on every real scan
-            gray, damaged, mask = scan_pair(gray, damaged, damage, rng)
+            gray, damaged, mask = scan_pair(gray, damaged, damage, rng, noise_max=self.scan_noise)
         return _to_batch(damaged, rgb, mask, target=gray)
 
 
