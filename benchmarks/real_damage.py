@@ -137,12 +137,12 @@ def _found(truth: np.ndarray, found: np.ndarray) -> tuple[float, float, float]:
 
 
 def set_options(pipe, items: list) -> None:
-    """Apply ``SLOT.KEY=VALUE`` inference settings (VALUE read as YAML) to a loaded pipeline."""
-    import yaml
+    """Apply ``[SLOT.]KEY=VALUE`` settings (as ``pipeline.assemble --set``) or exit with one line."""
+    from pipeline.assemble import apply_setting
     for item in items:
-        key, _, value = item.partition("=")
-        slot, _, name = key.partition(".")
-        pipe.stages[slot].set(name, yaml.safe_load(value))
+        err = apply_setting(pipe, item)
+        if err:
+            raise SystemExit(f"error: --set {item}: {err}")
 
 
 def main() -> None:

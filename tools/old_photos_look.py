@@ -2,7 +2,7 @@
 the damage the pipeline marked (red), and the result (docs/old_photos_look.jpg).
 
     python tools/old_photos_look.py [--checkpoint demo] [--damage auto] [--shared ../shared/data]
-                                    [--out docs/old_photos_look.jpg]
+                                    [--out docs/old_photos_look.jpg] [--set scratch.KEY=VALUE ...]
 
 Prints each photo's size, the share of it marked and the seconds it took. The prints carry no
 labels: this is for the eye (are the visible cracks of scratched_a and scratched_b marked and gone?).
@@ -34,12 +34,20 @@ def main() -> int:
     ap.add_argument("--damage", default=None, help="auto | shape | scratches (default: the pipeline's)")
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "old_photos_look.jpg"))
+    ap.add_argument("--set", action="append", default=[], metavar="[SLOT.]KEY=VALUE",
+                    help="change a setting first, as pipeline.assemble --set (repeatable)")
     args = ap.parse_args()
     files = sorted((Path(args.shared) / "old_photos").glob("*"))
     if not files:
         print(f"error: no old prints under {Path(args.shared) / 'old_photos'}", file=sys.stderr)
         return 2
     pipe = Pipeline.load(args.checkpoint)
+    from pipeline.assemble import apply_setting
+    for item in args.set:
+        err = apply_setting(pipe, item)
+        if err:
+            print(f"error: --set {item}: {err}", file=sys.stderr)
+            return 2
     rows = []
     for f in files:
         t = time.perf_counter()
