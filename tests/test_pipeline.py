@@ -346,7 +346,8 @@ def test_hole_ring_takes_the_holes_colour_from_around_it_and_leaves_the_rest():
     assert chroma(plain)[mask].mean() < 3 < 0.5 * chroma(ringed)[ring].mean() < chroma(ringed)[mask].mean()
 
 
-def test_the_scratch_path_looks_at_more_than_one_scale():
+def test_the_scratch_path_looks_at_more_than_one_scale(monkeypatch):
+    import torch
     det = tiny(MaskDetector, kind="scratches", threshold=0.5)
     gray = (np.random.default_rng(0).random((48, 64)) * 255).astype(np.uint8)
     one = det.find_scratches(gray)
@@ -365,6 +366,14 @@ def test_the_scratch_path_looks_at_more_than_one_scale():
     assert p2.shape == large.shape and (p2 >= p1).all() and (p2 > p1).any()  # the half size seen as well
     with pytest.raises(ValueError, match="scales"):
         tiny(MaskDetector, scales=[0])
+    seen = []
+    monkeypatch.setattr(type(det), "detail_probabilities", lambda self, x: seen.append(x.clone()) or torch.zeros_like(x))
+    det.set("scales", [1])
+    det.scratch_probabilities(large)
+    det.set("smooth", 1.0)                       # the network sees the gray blurred: a scan's fine noise gone
+    det.scratch_probabilities(large)
+    rough = lambda x: float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())  # noqa: E731
+    assert rough(seen[1]) < 0.5 * rough(seen[0])
 
 
 def test_the_scratch_detector_is_readied_only_for_an_image_that_takes_its_path(monkeypatch):

@@ -37,13 +37,15 @@ class MaskDetector(Stage):
     size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
     (``stages.nets.tta_mean``); ``grow_threshold`` (None: off), a lower threshold the scratch
     path's finds grow along (hysteresis, after the gate: a crack the network is sure of in places
-    is followed where it is less so, and the gate still decides on the sure parts alone).
+    is followed where it is less so, and the gate still decides on the sure parts alone);
+    ``smooth`` (px, 0: off), a Gaussian blur of the gray the scratch network sees (a scan's fine
+    noise hides cracks from it).
     """
 
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
                  "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
-                 "grow_threshold")
+                 "grow_threshold", "smooth")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -53,7 +55,7 @@ class MaskDetector(Stage):
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
-                 tta: int = 1, grow_threshold: float | None = None):
+                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0):
         super().__init__()
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
@@ -145,6 +147,8 @@ class MaskDetector(Stage):
         for s in [s for s in self.config["scales"] if s == 1 or 128 <= min(h, w) * s and max(h, w) * s <= 2048] or [1]:
             g = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s,
                                                interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+            if self.config["smooth"] > 0:
+                g = cv2.GaussianBlur(g, (0, 0), self.config["smooth"])
             x = gray_batch([g], self.device)
             fn = self.detail_probabilities
             p = (fn(x) if self.config["detail_size"] else tiled(fn, x, *tile))[0, 0].float().cpu().numpy()
