@@ -171,6 +171,22 @@ class TestMaskDetector(StageTestMixin):
         rough[10:30, 10:30] = True
         assert np.array_equal(st.postprocess(rough, gray), rough)
 
+    def test_input_blur_is_part_of_the_network_in_training_and_inference(self, tmp_path):
+        from stages.nets import gaussian_blur
+        torch.manual_seed(0)
+        st = self.make(input_blur=1.0)
+        plain = self.make()
+        plain.load_state_dict(st.state_dict())  # the blur adds no weights: old checkpoints still load
+        g = make_batch()["gray"]
+        noisy = (g + 0.1 * torch.randn_like(g)).clamp(0, 1)
+        assert torch.allclose(st(noisy), plain(gaussian_blur(noisy, 1.0)), atol=1e-5)
+        assert not torch.allclose(st(noisy), plain(noisy), atol=1e-3)
+        assert gaussian_blur(noisy, 1.0).std() < noisy.std()  # the fine noise is what it removes
+        with pytest.raises(ValueError, match="input_blur is an architecture setting"):
+            st.set("input_blur", 0.0)
+        st.save(tmp_path / "m")
+        assert MaskDetector.load(tmp_path / "m").config["input_blur"] == 1.0
+
 
 class TestInpainter(StageTestMixin):
     cls, name, out_channels = Inpainter, "inpaint", 1

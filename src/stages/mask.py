@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .metrics import mask_iou_f1
-from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
+from .nets import TTA_SIZES, build_unet, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
 from .regions import label4
 
@@ -39,10 +39,14 @@ class MaskDetector(Stage):
     path's finds grow along (hysteresis, after the gate: a crack the network is sure of in places
     is followed where it is less so, and the gate still decides on the sure parts alone);
     ``smooth`` (px, 0: off), a Gaussian blur of the gray the scratch network sees (a scan's fine
-    noise hides cracks from it).
+    noise hides cracks from it; for a network trained without ``input_blur``).
+
+    ``input_blur`` (px, 0: off) is part of the network, in training as at inference: a Gaussian
+    blur of its input gray, so that a scan's fine noise looks like the training photos' (trained
+    with it, the network keeps finding the thin cracks the blur softens).
     """
 
-    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights")
+    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "input_blur")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
                  "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
                  "grow_threshold", "smooth")
@@ -55,7 +59,7 @@ class MaskDetector(Stage):
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
-                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0):
+                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0):
         super().__init__()
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
@@ -67,6 +71,8 @@ class MaskDetector(Stage):
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
+        if self.config["input_blur"] > 0:
+            gray = gaussian_blur(gray.float(), self.config["input_blur"])
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
         return self.run_net(x)[..., :h, :w]
 

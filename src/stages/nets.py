@@ -50,6 +50,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (h, w)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B,C,H,W) float -> the same blurred by a Gaussian of ``sigma`` px (kernel ±3 sigma,
+    edges reflected; torchvision's, the same in training and inference)."""
+    from torchvision.transforms.v2.functional import gaussian_blur as blur
+    k = 2 * max(1, int(np.ceil(3 * sigma))) + 1
+    return blur(x, [k, k], [float(sigma), float(sigma)])
+
+
 def shrink(x: torch.Tensor, work_size: int | None) -> torch.Tensor:
     """Area-downscale (B,C,H,W) so its longer side is at most ``work_size`` (None: unchanged)."""
     h, w = x.shape[-2:]
