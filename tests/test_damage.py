@@ -63,6 +63,23 @@ def test_fill_holes_matches_scipy():
     assert not fill_holes(np.zeros((5, 5), bool)).any()
 
 
+def test_line_share_tells_cracks_from_specks():
+    import cv2
+
+    from stages.regions import line_share
+    m = np.zeros((80, 80), np.uint8)
+    cv2.line(m, (3, 5), (75, 60), 1, 1)          # a thin diagonal crack (8-connected)
+    cv2.line(m, (5, 70), (70, 70), 1, 3)         # a wider crease
+    assert line_share(m > 0) == 1.0
+    cv2.circle(m, (20, 40), 6, 1, -1)            # a round spot apart from both
+    spot = (np.pi * 36) / (m > 0).sum()
+    assert abs(line_share(m > 0) - (1 - spot)) < 0.05
+    specks = np.zeros((80, 80), bool)
+    specks[4:80:8, 4:80:8] = True
+    specks = cv2.dilate(specks.astype(np.uint8), np.ones((2, 3), np.uint8)) > 0
+    assert line_share(specks) == 0.0 and line_share(np.zeros((5, 5), bool)) == 0.0
+
+
 def test_label4_and_within_match_scipy():
     from scipy import ndimage
 

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -277,6 +278,26 @@ def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(mo
     assert not pipe.detect(gray).any() and pipe.detect(gray, damage="scratches")[50, 10]
     line[50, 5:40] = 0.95                        # sure on 35 px: 0.85 % of the image
     assert pipe.detect(gray)[50, 10]
+
+
+def test_auto_leaves_speckle_alone_but_keeps_cracks_when_it_asks_for_lines(monkeypatch):
+    import torch
+    pipe = _scratch_pipe()
+    gray = np.random.default_rng(2).integers(0, 255, (64, 64), dtype=np.uint8)
+    prob = np.zeros((64, 64), np.float32)
+    prob[8:56:16, 8:56:16] = 1                   # 9 round specks (grown to 3x3 blobs): texture read as dust
+    prob = cv2.dilate(prob, np.ones((3, 3), np.uint8))
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
+    monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(prob)[None, None])
+    pipe.scratch.set("min_damage", 0.01)
+    assert pipe.detect(gray)[8, 8]               # without min_line the specks pass the gate
+    pipe.scratch.set("min_line", 0.5)
+    assert not pipe.detect(gray).any()           # none of them is long and thin
+    assert pipe.detect(gray, damage="scratches")[8, 8]  # asked for scratches: no gate
+    prob[60, 2:62] = 1                           # two long cracks beside them: most of the find is lines
+    prob[32, 2:62] = 1
+    out = pipe.detect(gray)
+    assert out[60, 30] and out[8, 8]             # the gate passes, and keeps the specks too
 
 
 def test_the_scratch_path_follows_a_crack_where_the_network_is_less_sure(monkeypatch):

@@ -188,6 +188,27 @@ class TestMaskDetector(StageTestMixin):
         assert MaskDetector.load(tmp_path / "m").config["input_blur"] == 1.0
 
 
+    def test_input_sharp_adds_the_unblurred_gray_as_a_channel_that_starts_at_zero(self, tmp_path):
+        from pipeline.train import _init_from
+        torch.manual_seed(0)
+        blur = self.make(input_blur=1.0)
+        blur.save(tmp_path / "blur")
+        both = self.make(input_blur=1.0, input_sharp=True)
+        _init_from(both, tmp_path / "blur")      # the widened first convolution: the sharp channel at zero
+        g = make_batch()["gray"]
+        noisy = (g + 0.1 * torch.randn_like(g)).clamp(0, 1)
+        assert torch.allclose(both(noisy), blur(noisy), atol=1e-5)
+        first = next(p for n, p in both.named_parameters() if p.dim() == 4)
+        assert first.shape[1] == 2
+        with torch.no_grad():
+            first[:, 1] += 0.1                    # once the sharp channel has weight, the noise reaches the output
+        assert not torch.allclose(both(noisy), blur(noisy), atol=1e-3)
+        both.save(tmp_path / "both")
+        again = MaskDetector.load(tmp_path / "both")
+        assert again.config["input_sharp"] and torch.allclose(again(noisy), both(noisy), atol=1e-5)
+        with pytest.raises(ValueError, match="input_sharp needs input_blur"):
+            self.make(input_sharp=True)
+
 class TestInpainter(StageTestMixin):
     cls, name, out_channels = Inpainter, "inpaint", 1
 

@@ -11,7 +11,7 @@ from .base import Stage, register_stage
 from .metrics import mask_iou_f1
 from .nets import TTA_SIZES, build_unet, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
-from .regions import label4
+from .regions import label4, line_share
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
 SURE = 0.9  # the probability ``min_sure`` counts as sure
@@ -30,7 +30,9 @@ class MaskDetector(Stage):
     ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
     ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone),
     and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
-    undamaged photo is mostly unsure); ``scales``, the sizes (× the image) the scratch path looks
+    undamaged photo is mostly unsure); ``min_line``, the least share of it in long thin regions
+    (``stages.regions.line_share``: a real print's damage has cracks, scratches or creases; a
+    false find on natural texture is mostly speckle); ``scales``, the sizes (× the image) the scratch path looks
     at, the highest probability kept (above 1 only while the long side stays within 2048 px: a
     small scan's 1-px cracks become 2-px ones, as the network saw them in training; below 1 only
     while the short side stays 128 px or more: a large scan's wide cracks and flakes become the
@@ -43,13 +45,16 @@ class MaskDetector(Stage):
 
     ``input_blur`` (px, 0: off) is part of the network, in training as at inference: a Gaussian
     blur of its input gray, so that a scan's fine noise looks like the training photos' (trained
-    with it, the network keeps finding the thin cracks the blur softens).
+    with it, the network keeps finding the thin cracks the blur softens). ``input_sharp`` (with
+    ``input_blur``) gives the network the unblurred gray as well, a second input channel after
+    the blurred one (a network trained with the blur alone continues with it at zero weight).
     """
 
-    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "input_blur")
+    architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "input_blur",
+                    "input_sharp")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
                  "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
-                 "grow_threshold", "smooth")
+                 "grow_threshold", "smooth", "min_line")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -59,20 +64,25 @@ class MaskDetector(Stage):
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
-                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0):
+                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0,
+                 min_line: float = 0.0, input_sharp: bool = False):
         super().__init__()
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         MaskProcessor(kind=kind)  # validates the kind
         if not scales or any(not isinstance(v, (int, float)) or v <= 0 for v in scales):
             raise ValueError(f"scales must be positive numbers, got {scales!r}")
-        self._set_net(lambda: build_unet(1, 1, arch, encoder_name, encoder_depth, decoder_channels, encoder_weights))
+        if input_sharp and not input_blur > 0:
+            raise ValueError("input_sharp needs input_blur > 0 (the sharp gray is a channel beside the blurred one)")
+        self._set_net(lambda: build_unet(2 if input_sharp else 1, 1, arch, encoder_name, encoder_depth,
+                                         decoder_channels, encoder_weights))
         self.multiple = 2 ** encoder_depth
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
         if self.config["input_blur"] > 0:
-            gray = gaussian_blur(gray.float(), self.config["input_blur"])
+            blurred = gaussian_blur(gray.float(), self.config["input_blur"])
+            gray = torch.cat([blurred, gray.to(blurred.dtype)], 1) if self.config["input_sharp"] else blurred
         x, (h, w) = pad_to_multiple(gray * 2 - 1, self.multiple)
         return self.run_net(x)[..., :h, :w]
 
@@ -166,10 +176,13 @@ class MaskDetector(Stage):
     def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
         small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
-        image and is sure on ``min_sure`` of it; then grown along ``grow_threshold``."""
+        image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions; then
+        grown along ``grow_threshold``."""
         prob = self.scratch_probabilities(gray, tile)
         m = self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
-        if gate and (m.mean() < self.config["min_damage"] or (prob >= SURE).mean() < self.config["min_sure"]):
+        c = self.config
+        if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
+                     or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
             return np.zeros_like(m)
         low = self.config["grow_threshold"]
         if low is not None and low < self.config["threshold"] and m.any():

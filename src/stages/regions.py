@@ -28,3 +28,19 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     out[y0:y1, x0:x1] = (lab != lab[0, 0])[1:-1, 1:-1]
     return out
+
+
+def line_share(mask: np.ndarray, elongation: float = 6.0) -> float:
+    """Share of an (H,W) bool mask's pixels in long thin regions (8-connected components whose
+    skeleton length² / area, their length over their mean width, is at least ``elongation``):
+    ~1 for cracks and creases, ~0 for round spots and speckle. 0.0 for an empty mask."""
+    from skimage.morphology import skeletonize
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return 0.0
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    area = np.bincount(lab.ravel(), minlength=n).astype(np.float64)
+    length = np.bincount(lab[skeletonize(mask)], minlength=n).astype(np.float64)
+    line = length ** 2 >= elongation * area
+    line[0] = False
+    return float(area[line].sum() / area[1:].sum())
