@@ -1,4 +1,6 @@
 """A shared mixin every stage's tests inherit, run on tiny models and 64-px inputs."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -199,13 +201,17 @@ class TestMaskDetector(StageTestMixin):
         noisy = (g + 0.1 * torch.randn_like(g)).clamp(0, 1)
         assert torch.allclose(both(noisy), blur(noisy), atol=1e-5)
         first = next(p for n, p in both.named_parameters() if p.dim() == 4)
-        assert first.shape[1] == 2
+        assert first.shape[1] == both.net_in_channels == 2  # what engines probe and export with
         with torch.no_grad():
             first[:, 1] += 0.1                    # once the sharp channel has weight, the noise reaches the output
         assert not torch.allclose(both(noisy), blur(noisy), atol=1e-3)
         both.save(tmp_path / "both")
         again = MaskDetector.load(tmp_path / "both")
         assert again.config["input_sharp"] and torch.allclose(again(noisy), both(noisy), atol=1e-5)
+        if importlib.util.find_spec("onnxruntime"):      # an inference engine runs the two-channel network
+            ref = again(noisy)
+            again.use_runtime(again.export_onnx(), "onnxruntime")
+            assert torch.allclose(again(noisy), ref, atol=1e-4)
         with pytest.raises(ValueError, match="input_sharp needs input_blur"):
             self.make(input_sharp=True)
 

@@ -74,7 +74,8 @@ class MaskDetector(Stage):
             raise ValueError(f"scales must be positive numbers, got {scales!r}")
         if input_sharp and not input_blur > 0:
             raise ValueError("input_sharp needs input_blur > 0 (the sharp gray is a channel beside the blurred one)")
-        self._set_net(lambda: build_unet(2 if input_sharp else 1, 1, arch, encoder_name, encoder_depth,
+        self.net_in_channels = 2 if input_sharp else 1
+        self._set_net(lambda: build_unet(self.net_in_channels, 1, arch, encoder_name, encoder_depth,
                                          decoder_channels, encoder_weights))
         self.multiple = 2 ** encoder_depth
 
