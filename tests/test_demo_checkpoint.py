@@ -63,3 +63,23 @@ def test_demo_detector_finds_the_shape_bf16_missed():
     pipe = Pipeline.load("demo")
     assert pipe.engine("mask")[1] == "fp32"
     assert mask_iou_f1(d.mask, pipe.detect(gray))[0] > 0.95
+
+
+def test_demo_marks_a_real_scans_cracks_and_leaves_undamaged_prints_alone():
+    """The look set (../shared/data/old_photos): scratched_b's cracks are found by the default
+    ``auto`` restore (most of them run across the print: long and thin, so the gate passes), and
+    the four undamaged old prints are left as they are."""
+    import pytest
+
+    from pipeline.color import pil_gray
+    from pipeline.io import to_rgb
+    from stages.regions import line_share
+    from tests.conftest import SHARED
+    d = SHARED / "old_photos"
+    if not (d / "scratched_b.png").is_file():
+        pytest.skip("the look set (../shared/data/old_photos) is not here")
+    pipe = Pipeline.load("demo")
+    found = pipe.detect(pil_gray(to_rgb(d / "scratched_b.png")))
+    assert found.mean() > 0.02 and line_share(found) > 0.5
+    for name in ("old_a.jpg", "old_b.jpg", "old_c.jpg", "old_d.jpg"):
+        assert not pipe.detect(pil_gray(to_rgb(d / name))).any(), name
