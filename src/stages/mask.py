@@ -32,11 +32,11 @@ class MaskDetector(Stage):
     and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
     undamaged photo is mostly unsure); ``min_line``, the least share of it in long thin regions
     (``stages.regions.line_share``: a real print's damage has cracks, scratches or creases; a
-    false find on natural texture is mostly speckle); ``scales``, the sizes (× the image) the scratch path looks
-    at, the highest probability kept (above 1 only while the long side stays within 2048 px: a
-    small scan's 1-px cracks become 2-px ones, as the network saw them in training; below 1 only
-    while the short side stays 128 px or more: a large scan's wide cracks and flakes become the
-    size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
+    false find on natural texture is mostly speckle); ``scales``, the sizes (× the image) the
+    scratch path looks at, the highest probability kept (above 1 only while the long side stays
+    within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
+    training; below 1 only while the short side stays 128 px or more: a large scan's wide cracks
+    and flakes become the size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
     (``stages.nets.tta_mean``); ``grow_threshold`` (None: off), a lower threshold the scratch
     path's finds grow along (hysteresis, after the gate: a crack the network is sure of in places
     is followed where it is less so, and the gate still decides on the sure parts alone);
@@ -179,14 +179,14 @@ class MaskDetector(Stage):
         small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
         image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions; then
         grown along ``grow_threshold``."""
-        prob = self.scratch_probabilities(gray, tile)
-        m = self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
         c = self.config
+        prob = self.scratch_probabilities(gray, tile)
+        m = self.post("scratches")(prob > c["threshold"], gray, "scratches")
         if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
                      or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
             return np.zeros_like(m)
-        low = self.config["grow_threshold"]
-        if low is not None and low < self.config["threshold"] and m.any():
+        low = c["grow_threshold"]
+        if low is not None and low < c["threshold"] and m.any():
             lab, n = label4(prob > low)
             keep = np.zeros(n + 1, bool)
             keep[np.unique(lab[m])] = True
