@@ -39,10 +39,12 @@ GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0
 
 def ungated(pipe, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """The scratch path's mask without its gate, its share of the image and the share where the
-    detector is sure (its probability over all its scales, as the gate sees it)."""
+    detector is sure (its probability over all its scales, as the gate sees it; with ``scratch2``
+    the higher of the two)."""
     scratch = pipe._ready("scratch") if pipe.scratch is not None else pipe._ready("mask")
-    found = scratch.find_scratches(gray, gate=False, tile=pipe._tile)
-    prob = scratch.scratch_probabilities(gray, pipe._tile)
+    also = [pipe._ready("scratch2")] if pipe.scratch2 is not None else []
+    found = scratch.find_scratches(gray, gate=False, tile=pipe._tile, also=also)
+    prob = np.maximum.reduce([s.scratch_probabilities(gray, pipe._tile) for s in [scratch, *also]])
     return found, float(found.mean()), float((prob >= SURE).mean())
 
 

@@ -263,3 +263,29 @@ def test_relief_cracks_cast_a_shadow_thick_damage_is_coarser_faint_is_fainter_an
                                          "faint_prob": 1.0})
     assert all(np.array_equal(old[(0, k)]["gray"], off[(0, k)]["gray"]) for k in range(3))  # older streams kept
     assert any(not np.array_equal(old[(0, k)]["gray"], on[(0, k)]["gray"]) for k in range(3))
+
+
+def test_turned_old_photo_samples_turn_photo_damage_and_mask_together(tmp_path):
+    import torch
+    from PIL import Image
+
+    from pipeline.data import PhotoPairs
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::8] = 255                                     # upright: thin vertical lines (poles)
+    Image.fromarray(stripes).save(tmp_path / "poles.png")
+    files = [tmp_path / "poles.png"]
+    plain = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0})
+    off = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "turn_prob": 0.0})
+    assert all(torch.equal(plain[(0, k)]["gray"], off[(0, k)]["gray"]) for k in range(3))  # older streams kept
+    on = PhotoPairs(files, 64, True, 0, {"real_prob": 1.0, "turn_prob": 1.0})
+    across = 0
+    for k in range(8):
+        s = on[(0, k)]
+        g, t, m = s["gray"][0], s["target_gray"][0], s["mask"][0] > 0.5
+        d = (g - t).abs()
+        assert d[m].mean() > 5 * d[~m].mean()                  # the damage lies where the mask says
+        dx, dy = (t[:, 1:] - t[:, :-1]).abs().mean(), (t[1:] - t[:-1]).abs().mean()
+        across += int(dy > dx)                                # the lines now run across
+        luma = (torch.tensor([0.299, 0.587, 0.114])[:, None, None] * s["rgb"]).sum(0)
+        assert (luma - t).abs().max() < 1.5 / 255                # the colour photo turned with them
+    assert 0 < across < 8

@@ -232,6 +232,36 @@ def test_the_scratch_slot_saves_loads_and_takes_only_a_detector(tmp_path):
         loaded.scratch = tiny(Inpainter)
 
 
+
+def test_a_second_scratch_detector_joins_the_first_whose_threshold_and_gate_decide(monkeypatch, tmp_path):
+    """``scratch2``: its probability joins ``scratch``'s (the higher kept); the threshold and gate stay scratch's."""
+    pipe = _scratch_pipe()
+    pipe.scratch.set("threshold", 0.7)
+    pipe.scratch2 = tiny(MaskDetector, kind="scratches", threshold=0.1)
+    assert pipe.damage == "auto"
+    first, second = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    first[10, 5:60] = 0.9                        # a scratch the first one sees
+    second[40, 5:60] = 0.9                       # one only the second sees
+    second[55, 5:60] = 0.5                       # one under the first's threshold (above the second's own)
+    probs = {id(pipe.scratch): first, id(pipe.scratch2): second}
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", lambda self, g, tile=None: probs[id(self)])
+    gray = np.full((64, 64), 120, np.uint8)
+    m = pipe.detect(gray, damage="scratches")
+    assert m[10, 30] and m[40, 30] and not m[55, 30]
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
+    pipe.scratch.set("min_damage", 0.06)         # the gate on the joined find: two scratches pass (8 %) ...
+    pipe.scratch2.set("min_damage", 0.9)         # (the second one's own gate plays no part)
+    assert pipe.detect(gray, damage="auto")[40, 30]
+    second[:] = 0                                # ... one alone (4 %) does not
+    assert not pipe.detect(gray, damage="auto").any() and pipe.detect(gray, damage="scratches")[10, 30]
+    pipe.save(tmp_path / "p")
+    loaded = Pipeline.load(tmp_path / "p")
+    assert loaded.scratch2.config["threshold"] == 0.1 and loaded.scratch.config["threshold"] == 0.7
+    loaded.scratch = None                        # alone, the second one is the scratch path
+    assert loaded.damage == "auto" and loaded.stages["scratch2"] is loaded.scratch2
+    with pytest.raises(TypeError, match="scratch2 must be a 'mask' stage"):
+        loaded.scratch2 = tiny(Inpainter)
+
 def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_detector(monkeypatch):
     import torch
     pipe = _scratch_pipe()
@@ -407,3 +437,8 @@ def test_the_scratch_detector_is_readied_only_for_an_image_that_takes_its_path(m
     assert "mask" in readied and "scratch" not in readied  # (its engine is set up on first use)
     pipe.restore(gray, damage="scratches")
     assert "scratch" in readied
+    pipe.scratch2, readied[:] = tiny(MaskDetector), []
+    pipe.restore(gray, damage="shape")
+    assert "scratch2" not in readied
+    pipe.restore(gray, damage="scratches")
+    assert "scratch" in readied and "scratch2" in readied

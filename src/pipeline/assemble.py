@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", help="start from this Pipeline folder or shipped name")
     for slot in SLOTS:
         ap.add_argument(f"--{slot}", help=f"{slot} stage folder (written by python -m pipeline.train)"
-                        + (": the optional old-photo damage detector" if slot == "scratch" else ""))
+                        + {"scratch": ": the optional old-photo damage detector",
+                           "scratch2": ": a second one, its probability joined with scratch's (the higher kept)"}
+                        .get(slot, ""))
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
     ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")

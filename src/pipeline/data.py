@@ -156,6 +156,7 @@ class PhotoPairs(Dataset):
         self.print_kinds = tuple(opts.pop("print_kinds", OLD_PRINT_KINDS))
         self.scan_prob = float(opts.pop("scan_prob", 0.0))
         self.scan_noise = float(opts.pop("scan_noise", 4.0))
+        self.turn_prob = float(opts.pop("turn_prob", 0.0))
         self.damage = opts
         self.aug = photo_transform(self.image_size, train)
 
@@ -188,12 +189,18 @@ class PhotoPairs(Dataset):
         return _to_batch(damaged, rgb, mask_from_pair(damaged, gray))
 
 
-    def _old_photo(self, rgb: np.ndarray, rng: np.random.Generator, clean: bool) -> dict:
+    def _old_photo(self, rgb: np.ndarray, rng: np.random.Generator, clean: bool, turned: bool = False) -> dict:
         """An old-photo sample: the gray, as an old print (``old_print``: ``print_prob``) or with
         film grain (``grain_prob``), and either no damage (a negative: empty mask) or scratches,
         cracks, spots, tears (``real_damage``; on a print ``print_kinds``, by default also crack webs,
         creases and flakes); ``scan_prob``: then scanned (``scan``: blur, resampling, sharpening,
-        noise, JPEG over the damage too)."""
+        noise, JPEG over the damage too); ``turn_prob``: the whole sample then turned by 90, 180 or
+        270 degrees (upright photos make thin vertical lines picture content: poles, trunks, edges;
+        a network that learns so misses a print's vertical scratches)."""
+        turn = 0 if turned or not self.turn_prob > 0 or rng.random() >= self.turn_prob else int(rng.integers(1, 4))
+        if turn:  # (drawn only with turn_prob: older streams kept)
+            return {k: torch.rot90(v, turn, (-2, -1)).contiguous()
+                    for k, v in self._old_photo(rgb, rng, clean, turned=True).items()}
         gray = pil_gray(rgb)
         printed = self.print_prob > 0 and rng.random() < self.print_prob  # (drawn only then: older streams kept)
         if self.detail_prob > 0 and rng.random() < self.detail_prob:  # fine detail of the photo's own

@@ -22,7 +22,9 @@ from . import engines
 from .io import read_input
 
 FORMAT = "restore-pipeline/1"
-SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scratch": "mask"}  # slot -> stage
+SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scratch": "mask",
+              "scratch2": "mask"}  # slot -> stage
+SCRATCH_SLOTS = ("scratch", "scratch2")  # the scratch path's detectors, in order
 SLOTS = tuple(SLOT_STAGE)
 MOVED = {"context": "inpaint", "hole_saturation": "colorize"}  # former pipeline options, now stage settings
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
@@ -69,7 +71,8 @@ def _read_meta(path: Path) -> dict:
 
 class Pipeline:
     """mask detector -> inpainter -> colorizer, each slot reassignable (``pipe.inpaint = …``); an
-    optional second detector, ``scratch``, finds old-photo damage (see ``detect``). Options, saved
+    optional second detector, ``scratch``, finds old-photo damage, and an optional third,
+    ``scratch2``, joins it there (see ``detect``). Options, saved
     in pipeline.yaml: ``precision``, ``backend`` (``pipeline.engines``), ``tile_size`` /
     ``tile_overlap``. The rest are stage settings; ``context`` and ``hole_saturation``, pipeline
     options before, still work here with a deprecation warning for one release."""
@@ -77,11 +80,11 @@ class Pipeline:
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None, colorize: Stage | None = None,
                  precision: str | dict = "fp32", tile_size: int = 1024, tile_overlap: int = 128,
                  context: int | None = None, backend: str = "torch", scratch: Stage | None = None,
-                 hole_saturation: float | None = None):
+                 hole_saturation: float | None = None, scratch2: Stage | None = None):
         self.backend = backend
         self._stages: dict[str, Stage | None] = {}
         self.device = torch.device("cpu")
-        self.mask, self.inpaint, self.colorize, self.scratch = mask, inpaint, colorize, scratch
+        self.mask, self.inpaint, self.colorize, self.scratch, self.scratch2 = mask, inpaint, colorize, scratch, scratch2
         self.precision, self.tile_size, self.tile_overlap = precision, tile_size, tile_overlap
         for name, value in (("context", context), ("hole_saturation", hole_saturation)):
             if value is not None:
@@ -127,8 +130,11 @@ class Pipeline:
 
     @property
     def damage(self) -> str:
-        """What ``detect`` looks for when not told: ``auto`` with a scratch detector, else the mask detector's ``kind``."""
-        return "auto" if self.scratch is not None else self._ready("mask").config["kind"]
+        """What ``detect`` looks for when not told: ``auto`` with a scratch detector, else the mask
+        detector's ``kind``."""
+        if any(self._stages.get(s) is not None for s in SCRATCH_SLOTS):
+            return "auto"
+        return self._ready("mask").config["kind"]
 
     def to(self, device) -> "Pipeline":
         """Move every stage (and stages assigned later) to ``device``."""
@@ -180,10 +186,12 @@ class Pipeline:
 
     def detect(self, gray, damage: str | None = None):
         """(H,W) uint8 damaged gray -> (H,W) bool mask (a list of same-size grays: one batch, a
-        list of masks): ``MaskDetector.detect`` with the ``scratch`` slot's detector for old-photo
-        damage. ``damage``: ``shape``, ``scratches``, ``auto`` or None (``self.damage``)."""
+        list of masks): ``MaskDetector.detect`` with the ``scratch`` and ``scratch2`` slots'
+        detectors for old-photo damage (the higher probability of the two kept; ``scratch``'s
+        threshold and gate decide). ``damage``: ``shape``, ``scratches``, ``auto`` or None (``self.damage``)."""
         grays = gray if isinstance(gray, list) else [gray]
-        scratch = (lambda: self._ready("scratch")) if self.scratch is not None else None  # its engine when needed
+        slots = [s for s in SCRATCH_SLOTS if self._stages.get(s) is not None]
+        scratch = (lambda: [self._ready(s) for s in slots]) if slots else None  # their engines when needed
         masks = self._ready("mask").detect(grays, damage or self.damage, scratch=scratch, tile=self._tile)
         return masks if isinstance(gray, list) else masks[0]
 

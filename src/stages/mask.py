@@ -131,16 +131,19 @@ class MaskDetector(Stage):
         regions dropped); ``auto`` (``shape`` where the prediction covers a constant fill of at
         least ``min_shape`` of the image, else ``scratches``, kept only when it covers at least
         ``scratch``'s ``min_damage``); None: this detector's ``kind``. ``scratch``: the detector of
-        the scratch path (a pipeline's ``scratch`` slot; default this one), or a function returning
-        it, called only when an image takes that path. ``tile``: (size, overlap) of the tiles a
+        the scratch path (a pipeline's ``scratch`` slot; default this one), a list of detectors
+        (their probabilities joined, the highest kept; the first one's threshold, gate and
+        post-processing decide), or a function returning either, called only when an image takes
+        that path. ``tile``: (size, overlap) of the tiles a
         full-resolution pass runs in.
         """
         damage = damage or self.config["kind"]
         if damage not in KINDS:
             raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {damage!r}")
         def scratches(g: np.ndarray, gate: bool) -> np.ndarray:
-            s = scratch() if scratch is not None and not isinstance(scratch, MaskDetector) else scratch
-            return (s if s is not None else self).find_scratches(g, gate, tile)
+            s = scratch() if callable(scratch) and not isinstance(scratch, MaskDetector) else scratch
+            first, *rest = s if isinstance(s, (list, tuple)) and s else [s if isinstance(s, MaskDetector) else self]
+            return first.find_scratches(g, gate, tile, also=rest)
 
         post = self.post(damage)
         if damage == "scratches":
@@ -174,13 +177,17 @@ class MaskDetector(Stage):
         return prob
 
     @torch.inference_mode()
-    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128),
+                       also: tuple = ()) -> np.ndarray:
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
         small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
         image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions; then
-        grown along ``grow_threshold``."""
+        grown along ``grow_threshold``. ``also``: more detectors whose own ``scratch_probabilities``
+        join this one's (the highest kept); the threshold, gate and post-processing stay this one's."""
         c = self.config
         prob = self.scratch_probabilities(gray, tile)
+        for other in also:
+            prob = np.maximum(prob, other.scratch_probabilities(gray, tile))
         m = self.post("scratches")(prob > c["threshold"], gray, "scratches")
         if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
                      or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
