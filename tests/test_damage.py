@@ -289,3 +289,24 @@ def test_turned_old_photo_samples_turn_photo_damage_and_mask_together(tmp_path):
         luma = (torch.tensor([0.299, 0.587, 0.114])[:, None, None] * s["rgb"]).sum(0)
         assert (luma - t).abs().max() < 1.5 / 255                # the colour photo turned with them
     assert 0 < across < 8
+
+
+def test_straight_scratches_are_ruler_straight_where_scratches_wander():
+    import cv2
+
+    from pipeline.damage import real_damage
+
+    def spreads(kind, worn):  # per long stroke: its spread across (px) and along (px)
+        out = []
+        for s in range(12):
+            d = real_damage(256, 256, np.random.default_rng(s), kinds=(kind,), worn=worn)
+            n, lab = cv2.connectedComponents((d.alpha > 0.3).astype(np.uint8), connectivity=8)
+            for k in range(1, n):
+                ys, xs = np.nonzero(lab == k)
+                if len(ys) >= 60:
+                    out.append(np.sqrt(np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(float)))))
+        return np.array(out)
+    for worn in (False, True):
+        straight = spreads("straight", worn)
+        assert len(straight) >= 10 and np.percentile(straight[:, 0], 90) < 1.6 and np.median(straight[:, 1]) > 20
+    assert np.percentile(spreads("scratch", False)[:, 0], 90) > 1.6   # a scratch bends along its length

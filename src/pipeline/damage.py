@@ -232,6 +232,11 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = Fal
     if kind == "scratch":  # long, thin, nearly straight
         for _ in range(int(rng.integers(1, 6))):
             _stroke(c, _walk(h, w, rng, rng.uniform(0.15, 1.0) * diag, 0.01), rng.uniform(1, 3), rng, worn)
+    elif kind == "straight":  # ruler-straight scratches (a print slid over grit), often edge to edge
+        for _ in range(int(rng.integers(1, 4))):
+            start = _edge_start(h, w, rng) if rng.random() < 0.5 else (None, None)
+            _stroke(c, _walk(h, w, rng, rng.uniform(0.3, 1.3) * diag, 0.0, *start),
+                    rng.uniform(1, 3) * max(1.0, diag / 1200), rng, worn and rng.random() < 0.5)
     elif kind == "crack":  # jagged, branching
         for _ in range(int(rng.integers(1, 3))):
             main = _walk(h, w, rng, rng.uniform(0.2, 0.8) * diag, 0.06)
@@ -502,7 +507,7 @@ def _dots(g: np.ndarray, rng: np.random.Generator) -> None:
 OLD_PRINT_KINDS = REAL_KINDS + ("web", "crease", "flake")  # with ``old_print`` (data.damage.print_prob)
 
 
-LINE_KINDS = ("scratch", "crack", "shatter", "web", "crease")  # the kinds ``relief`` may lift
+LINE_KINDS = ("scratch", "crack", "shatter", "web", "crease", "straight")  # the kinds ``relief`` may lift
 
 
 def real_damage(h: int, w: int, rng: np.random.Generator, kinds=REAL_KINDS, worn: bool = False,
