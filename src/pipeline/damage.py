@@ -232,11 +232,8 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = Fal
     if kind == "scratch":  # long, thin, nearly straight
         for _ in range(int(rng.integers(1, 6))):
             _stroke(c, _walk(h, w, rng, rng.uniform(0.15, 1.0) * diag, 0.01), rng.uniform(1, 3), rng, worn)
-    elif kind == "straight":  # ruler-straight scratches (a print slid over grit), often edge to edge
-        for _ in range(int(rng.integers(1, 4))):
-            start = _edge_start(h, w, rng) if rng.random() < 0.5 else (None, None)
-            _stroke(c, _walk(h, w, rng, rng.uniform(0.3, 1.3) * diag, 0.0, *start),
-                    rng.uniform(1, 3) * max(1.0, diag / 1200), rng, worn and rng.random() < 0.5)
+    elif kind == "straight":
+        _straight(c, h, w, rng, worn)
     elif kind == "crack":  # jagged, branching
         for _ in range(int(rng.integers(1, 3))):
             main = _walk(h, w, rng, rng.uniform(0.2, 0.8) * diag, 0.06)
@@ -263,14 +260,8 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = Fal
     elif kind == "crease":  # a fold: one long, gently curving line across the print
         _stroke(c, _walk(h, w, rng, rng.uniform(0.6, 1.2) * diag, 0.004, *_edge_start(h, w, rng)),
                 rng.uniform(1.5, 4) * max(1.0, diag / 1200), rng, worn)
-    elif kind == "flake":  # flaked emulsion: irregular blobs
-        for _ in range(int(rng.integers(1, 12))):
-            r = rng.uniform(0.004, 0.03) * diag
-            n = int(rng.integers(6, 12))
-            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
-            x, y = rng.uniform(0, w), rng.uniform(0, h)
-            pts = np.stack([x + np.cos(ang) * r * rng.uniform(0.4, 1, n), y + np.sin(ang) * r * rng.uniform(0.4, 1, n)], 1)
-            cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
+    elif kind == "flake":
+        _flakes(c, h, w, rng)
     else:  # tear / missing corner: a jagged bite out of an edge
         side = int(rng.integers(4))
         span = rng.uniform(0.1, 0.45) * (w if side % 2 == 0 else h)
@@ -289,6 +280,28 @@ def _layer(h: int, w: int, kind: str, rng: np.random.Generator, worn: bool = Fal
         cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
     sigma = rng.uniform(0.3, 0.9)  # soft edges, as in a scan
     return cv2.GaussianBlur(c, (0, 0), sigma).clip(0, 1)
+
+
+def _flakes(c: np.ndarray, h: int, w: int, rng: np.random.Generator) -> None:
+    """Flaked emulsion into ``c``: 1-11 irregular blobs."""
+    diag = float(np.hypot(h, w))
+    for _ in range(int(rng.integers(1, 12))):
+        r = rng.uniform(0.004, 0.03) * diag
+        n = int(rng.integers(6, 12))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        pts = np.stack([x + np.cos(ang) * r * rng.uniform(0.4, 1, n), y + np.sin(ang) * r * rng.uniform(0.4, 1, n)], 1)
+        cv2.fillPoly(c, [np.round(pts * 4).astype(np.int32)], 1.0, cv2.LINE_AA, shift=2)
+
+
+def _straight(c: np.ndarray, h: int, w: int, rng: np.random.Generator, worn: bool = False) -> None:
+    """1-3 ruler-straight scratches into ``c`` (a print slid over grit), half of them edge to edge;
+    ``worn``: half of them broken and uneven as well (they stay straight)."""
+    diag = float(np.hypot(h, w))
+    for _ in range(int(rng.integers(1, 4))):
+        start = _edge_start(h, w, rng) if rng.random() < 0.5 else (None, None)
+        _stroke(c, _walk(h, w, rng, rng.uniform(0.3, 1.3) * diag, 0.0, *start),
+                rng.uniform(1, 3) * max(1.0, diag / 1200), rng, worn and rng.random() < 0.5)
 
 
 def _edge_start(h: int, w: int, rng: np.random.Generator) -> tuple:
