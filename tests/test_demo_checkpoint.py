@@ -111,3 +111,31 @@ def test_demos_second_scratch_detector_finds_crisp_print_damage_the_first_misses
                 recall[name].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
                 assert not pipe.detect(printed).any(), (f.name, seed, name)
     assert np.mean(recall["both"]) >= np.mean(recall["one"]) + 0.05, recall
+
+
+def test_demos_detectors_agreeing_find_a_prints_spots_that_the_line_gate_alone_drops():
+    """demo's ``min_agree``: an old print whose only damage is spots has no long thin find, so the
+    line gate alone leaves it as it is; the spots both detectors mark pass, and undamaged prints
+    stay untouched."""
+    import cv2
+
+    from pipeline.color import pil_gray
+    from pipeline.damage import RealDamage, _layer, apply_real_damage, old_print
+    from pipeline.data import SAMPLES_DIR
+    from pipeline.io import to_rgb
+    pipe = Pipeline.load("demo")
+    own = pipe.scratch.config["min_agree"]
+    assert own > 0
+    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731
+    recall = {0.0: [], own: []}
+    for f in sorted(SAMPLES_DIR.glob("*"))[:8]:
+        gray = pil_gray(to_rgb(f))
+        rng = np.random.default_rng((8, 1))
+        printed = old_print(gray, rng)
+        spots = RealDamage(_layer(*gray.shape, "spots", rng, True), np.full(gray.shape, 235, np.float32), ("spots",))
+        damaged, truth = apply_real_damage(printed, spots, rng)
+        for v in recall:
+            pipe.scratch.set("min_agree", v)
+            recall[v].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
+            assert not pipe.detect(printed).any(), (f.name, v)
+    assert np.mean(recall[0.0]) < 0.1 and np.mean(recall[own]) >= 0.5, recall

@@ -262,6 +262,32 @@ def test_a_second_scratch_detector_joins_the_first_whose_threshold_and_gate_deci
     with pytest.raises(TypeError, match="scratch2 must be a 'mask' stage"):
         loaded.scratch2 = tiny(Inpainter)
 
+def test_what_two_scratch_detectors_agree_on_passes_the_gate_the_whole_find_fails(monkeypatch):
+    """``min_agree``: regions both detectors find pass the gate alone; one detector's own finds do not."""
+    pipe = _scratch_pipe()
+    pipe.scratch.set("threshold", 0.7)
+    pipe.scratch.set("min_damage", 0.05)         # a few spots fail the gate as a whole
+    pipe.scratch2 = tiny(MaskDetector, kind="scratches")
+    first, second = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    first[10:14, 10:14] = second[10:14, 10:14] = 0.95   # a spot both see (0.4 % of the image)
+    first[40:44, 40:44] = 0.95                   # a spot only the first sees
+    second[50:54, 20:24] = 0.95                  # and one only the second sees
+    probs = {id(pipe.scratch): first, id(pipe.scratch2): second}
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", lambda self, g, tile=None: probs[id(self)])
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
+    gray = np.full((64, 64), 120, np.uint8)
+    assert not pipe.detect(gray).any()           # min_agree off: the gate as before
+    pipe.scratch.set("min_agree", 0.003)
+    m = pipe.detect(gray)
+    assert m[11, 11] and not m[41, 41] and not m[51, 21]
+    pipe.scratch.set("min_agree", 0.01)          # they agree on too little
+    assert not pipe.detect(gray).any()
+    pipe.scratch.set("min_agree", 0.003)
+    pipe.scratch2 = None                         # one detector alone agrees with nobody
+    assert not pipe.detect(gray).any()
+    assert pipe.detect(gray, damage="scratches")[41, 41]
+
+
 def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_detector(monkeypatch):
     import torch
     pipe = _scratch_pipe()

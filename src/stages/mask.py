@@ -32,7 +32,12 @@ class MaskDetector(Stage):
     and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
     undamaged photo is mostly unsure); ``min_line``, the least share of it in long thin regions
     (``stages.regions.line_share``: a real print's damage has cracks, scratches or creases; a
-    false find on natural texture is mostly speckle); ``scales``, the sizes (× the image) the
+    false find on natural texture is mostly speckle); ``min_agree`` (0: off; with a second
+    detector joined, ``find_scratches(also=...)``), a second way through the gate: where every
+    joined detector is over the threshold on at least this share of the image, the regions they
+    agree on pass even when the find as a whole fails the rules above (two networks trained apart
+    rarely make the same false find, and a print's spots or one small flake have no lines);
+    ``scales``, the sizes (× the image) the
     scratch path looks at, the highest probability kept (above 1 only while the long side stays
     within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
     training; below 1 only while the short side stays 128 px or more: a large scan's wide cracks
@@ -54,7 +59,7 @@ class MaskDetector(Stage):
                     "input_sharp")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
                  "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
-                 "grow_threshold", "smooth", "min_line")
+                 "grow_threshold", "smooth", "min_line", "min_agree")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -65,7 +70,7 @@ class MaskDetector(Stage):
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
                  tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0,
-                 min_line: float = 0.0, input_sharp: bool = False):
+                 min_line: float = 0.0, input_sharp: bool = False, min_agree: float = 0.0):
         super().__init__()
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
@@ -181,17 +186,28 @@ class MaskDetector(Stage):
                        also: tuple = ()) -> np.ndarray:
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
         small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
-        image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions; then
-        grown along ``grow_threshold``. ``also``: more detectors whose own ``scratch_probabilities``
-        join this one's (the highest kept); the threshold, gate and post-processing stay this one's."""
+        image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions (or,
+        failing that, only the regions all detectors agree on, where they agree on ``min_agree``
+        of the image); then grown along ``grow_threshold``. ``also``: more detectors whose own
+        ``scratch_probabilities`` join this one's (the highest kept); the threshold, gate and
+        post-processing stay this one's."""
         c = self.config
-        prob = self.scratch_probabilities(gray, tile)
-        for other in also:
-            prob = np.maximum(prob, other.scratch_probabilities(gray, tile))
-        m = self.post("scratches")(prob > c["threshold"], gray, "scratches")
+        post = self.post("scratches")
+        probs = [self.scratch_probabilities(gray, tile), *(o.scratch_probabilities(gray, tile) for o in also)]
+        prob = np.maximum.reduce(probs)
+        m = post(prob > c["threshold"], gray, "scratches")
         if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
                      or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
-            return np.zeros_like(m)
+            if not (c["min_agree"] > 0 and also):
+                return np.zeros_like(m)
+            agreed = post(np.minimum.reduce(probs) > c["threshold"], gray, "scratches")
+            if agreed.mean() < c["min_agree"]:
+                return np.zeros_like(m)
+            n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            keep = np.zeros(n, bool)
+            keep[lab[agreed & m]] = True
+            keep[0] = False
+            m = keep[lab]
         low = c["grow_threshold"]
         if low is not None and low < c["threshold"] and m.any():
             lab, n = label4(prob > low)
