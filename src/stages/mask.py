@@ -11,7 +11,7 @@ from .base import Stage, register_stage
 from .metrics import mask_iou_f1
 from .nets import TTA_SIZES, build_unet, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
-from .regions import label4, line_share
+from .regions import line_share, touching
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
 SURE = 0.9  # the probability ``min_sure`` counts as sure
@@ -203,18 +203,10 @@ class MaskDetector(Stage):
             agreed = post(np.minimum.reduce(probs) > c["threshold"], gray, "scratches")
             if agreed.mean() < c["min_agree"]:
                 return np.zeros_like(m)
-            n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-            keep = np.zeros(n, bool)
-            keep[lab[agreed & m]] = True
-            keep[0] = False
-            m = keep[lab]
+            m = touching(m, agreed, connectivity=8)
         low = c["grow_threshold"]
         if low is not None and low < c["threshold"] and m.any():
-            lab, n = label4(prob > low)
-            keep = np.zeros(n + 1, bool)
-            keep[np.unique(lab[m])] = True
-            keep[0] = False
-            m = self.post("scratches")(keep[lab], gray, "scratches")
+            m = post(touching(prob > low, m), gray, "scratches")
         return m
 
     @torch.inference_mode()
