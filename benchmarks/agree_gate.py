@@ -22,11 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
-from pipeline import Pipeline  # noqa: E402
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print,  # noqa: E402
                              real_damage, scan, scan_pair)
-from real_damage import SHARED, _found, photo_sets, set_options  # noqa: E402
+from real_damage import _found, photo_bench, photo_bench_args  # noqa: E402
 from stages import MaskDetector  # noqa: E402
 
 
@@ -68,20 +67,12 @@ def cases(photos: list):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default="demo")
-    ap.add_argument("--shared", default=str(SHARED))
-    ap.add_argument("--max-images", type=int, default=50)
-    ap.add_argument("--only", help="dev or held")
+    photo_bench_args(ap)
     ap.add_argument("--values", default="0,0.001,0.002,0.003,0.005", help="min_agree values, comma-separated")
-    ap.add_argument("--set", action="append", default=[], metavar="SLOT.KEY=VALUE",
-                    help="change an inference setting first (repeatable)")
     args = ap.parse_args()
-    sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
+    pipe, sets = photo_bench(args)
     if not sets:
-        print(f"no photos under {args.shared}/photos: nothing to measure")
         return 0
-    pipe = Pipeline.load(args.checkpoint)
-    set_options(pipe, args.set)
     if pipe.scratch is None or pipe.scratch2 is None:
         print(f"{args.checkpoint}: min_agree needs both a scratch and a scratch2 detector")
         return 1

@@ -145,6 +145,29 @@ def set_options(pipe, items: list) -> None:
             raise SystemExit(f"error: --set {item}: {err}")
 
 
+def photo_bench_args(ap, max_images: int | None = 50) -> None:
+    """The options every old-print benchmark here shares: --checkpoint, --shared, --max-images,
+    --only, --set."""
+    ap.add_argument("--checkpoint", default="demo")
+    ap.add_argument("--shared", default=str(SHARED))
+    ap.add_argument("--max-images", type=int, default=max_images)
+    ap.add_argument("--only", help="dev or held")
+    ap.add_argument("--set", action="append", default=[], metavar="SLOT.KEY=VALUE",
+                    help="change an inference setting first, e.g. scratch.scales=[1,0.5] (repeatable)")
+
+
+def photo_bench(args) -> tuple:
+    """(pipeline with ``--set`` applied, ``photo_sets``) for ``photo_bench_args``' options; (None,
+    {}) after one line when the photos are not there."""
+    sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
+    if not sets:
+        print(f"no photos under {args.shared}/photos: nothing to measure")
+        return None, {}
+    pipe = Pipeline.load(args.checkpoint)
+    set_options(pipe, args.set)
+    return pipe, sets
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")

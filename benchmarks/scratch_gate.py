@@ -27,11 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
-from pipeline import Pipeline  # noqa: E402
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402
                              apply_real_damage, old_print, real_damage, scan, scan_pair)
-from real_damage import SHARED, near, photo_sets, set_options  # noqa: E402
+from real_damage import near, photo_bench, photo_bench_args  # noqa: E402
 
 SURE = 0.9
 GATES = [(d, s) for d in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03) for s in (0.0, 0.0005, 0.001, 0.002)]
@@ -103,20 +102,12 @@ def report(name: str, neg: list, pos: list, current: tuple) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default="demo")
-    ap.add_argument("--shared", default=str(SHARED))
-    ap.add_argument("--max-images", type=int, default=50)
-    ap.add_argument("--only", help="dev or held")
+    photo_bench_args(ap)
     ap.add_argument("--scan", action="store_true", help="the prints scanned (pipeline.damage.scan)")
-    ap.add_argument("--set", action="append", default=[], metavar="SLOT.KEY=VALUE",
-                    help="change an inference setting first, e.g. scratch.scales=[1,0.5] (repeatable)")
     args = ap.parse_args()
-    sets = photo_sets(Path(args.shared), args.max_images, 19, args.only)
+    pipe, sets = photo_bench(args)
     if not sets:
-        print(f"no photos under {args.shared}/photos: nothing to measure")
         return 0
-    pipe = Pipeline.load(args.checkpoint)
-    set_options(pipe, args.set)
     slot = pipe.scratch if pipe.scratch is not None else pipe.mask
     current = (slot.config["min_damage"], slot.config["min_sure"])
     for name, photos in sets.items():
