@@ -1,9 +1,11 @@
-"""Issue 29: the scratch path's second way through the ``auto`` gate, ``min_agree``: where both
-scratch detectors (``scratch``, ``scratch2``) agree on enough of the image, the regions they
+"""Issue 29: the scratch path's second way through the ``auto`` gate, ``min_agree``: where the
+scratch detectors (``scratch``, ``scratch2``, and the turned views of them named by their
+``agree_views``: ``min_votes`` of these voters) agree on enough of the image, the regions they
 agree on pass even when the find as a whole fails ``min_damage`` / ``min_sure`` / ``min_line``.
 
     python benchmarks/agree_gate.py [--checkpoint demo] [--max-images 50] [--only held|dev]
                                     [--values 0,0.001,0.002,0.003,0.005]
+                                    [--set "scratch2.agree_views=[mirror,transpose]" --set scratch.min_votes=3]
 
 The photos and cases are ``benchmarks/real_damage.py``'s (dev: Kodak24 + McMaster; held: the
 held-out training photos, seed 19; old prints with generator seeds (29, i), crisp and scanned), so

@@ -139,3 +139,34 @@ def test_demos_detectors_agreeing_find_a_prints_spots_that_the_line_gate_alone_d
             recall[v].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
             assert not pipe.detect(printed).any(), (f.name, v)
     assert np.mean(recall[0.0]) < 0.1 and np.mean(recall[own]) >= 0.5, recall
+
+
+def test_demos_turned_views_pass_creases_the_other_detector_misses_and_touch_no_undamaged_print():
+    """demo's ``agree_views`` / ``min_votes``: ``scratch2`` mirrored and transposed votes beside both
+    detectors (3 of 4 must agree); a crease that only ``scratch2`` sees, in every view, now passes
+    the gate, and no undamaged print is changed."""
+    import cv2
+
+    from pipeline.color import pil_gray
+    from pipeline.damage import RealDamage, _layer, apply_real_damage, old_print
+    from pipeline.data import SAMPLES_DIR
+    from pipeline.io import to_rgb
+    pipe = Pipeline.load("demo")
+    views, votes = pipe.scratch2.config["agree_views"], pipe.scratch.config["min_votes"]
+    assert views and votes
+    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731
+    recall = {"views": [], "none": []}
+    for f in sorted(SAMPLES_DIR.glob("*"))[:8]:
+        gray = pil_gray(to_rgb(f))
+        rng = np.random.default_rng((8, 2))
+        printed = old_print(gray, rng)
+        crease = RealDamage(_layer(*gray.shape, "crease", rng, True), np.full(gray.shape, 235, np.float32), ("crease",))
+        damaged, truth = apply_real_damage(printed, crease, rng)
+        for name in recall:
+            pipe.scratch2.set("agree_views", views if name == "views" else [])
+            pipe.scratch.set("min_votes", votes if name == "views" else 0)
+            recall[name].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
+        pipe.scratch2.set("agree_views", views)
+        pipe.scratch.set("min_votes", votes)
+        assert not pipe.detect(printed).any(), f.name
+    assert np.mean(recall["views"]) >= np.mean(recall["none"]) + 0.15, recall

@@ -288,6 +288,67 @@ def test_what_two_scratch_detectors_agree_on_passes_the_gate_the_whole_find_fail
     assert pipe.detect(gray, damage="scratches")[41, 41]
 
 
+def test_a_detectors_turned_views_vote_a_find_that_turns_with_the_photo_passes_one_that_stays_put_does_not(
+        monkeypatch):
+    """``agree_views`` / ``min_votes``: the second detector run on the photo mirrored and transposed
+    votes too; damage it finds in every view passes without the first detector, a false find tied
+    to the array (not to the photo) lands elsewhere once turned back and gets one vote."""
+    pipe = _scratch_pipe()
+    pipe.scratch.set("threshold", 0.7)
+    pipe.scratch.set("min_damage", 0.05)         # the spots fail the gate as a whole
+    pipe.scratch.set("min_agree", 0.003)
+    pipe.scratch2 = tiny(MaskDetector, kind="scratches")
+    gray = np.full((64, 64), 120, np.uint8)
+    gray[10:14, 20:24] = 250                     # real damage: in the photo, turns with it
+
+    def probs(self, g, tile=None):
+        p = np.zeros(g.shape, np.float32)
+        if self is pipe.scratch2:
+            p[g == 250] = 0.95                   # finds the damage in any view
+            p[40:44, 30:34] = 0.95               # and a find at one place of the array (mirrored: the same)
+        return p
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", probs)
+    monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
+    assert not pipe.detect(gray).any()           # no views: the first detector agrees with nothing
+    pipe.scratch2.set("agree_views", ["mirror", "transpose"])
+    pipe.scratch.set("min_votes", 3)             # 3 of 4: scratch, scratch2 and its two views
+    m = pipe.detect(gray)
+    assert m[11, 21] and not m[41, 31] and not m[31, 41]
+    pipe.scratch.set("min_votes", 4)             # all four: the first one never votes
+    assert not pipe.detect(gray).any()
+    pipe.scratch.set("min_votes", 2)             # 2 of 4: the array-bound find and its mirror agree
+    assert pipe.detect(gray)[41, 31] and not pipe.detect(gray)[31, 41]
+    pipe.scratch.set("min_votes", 3)
+    pipe.scratch.set("min_agree", 0.05)          # the find covers less than min_agree: no views run
+    seen = []
+    monkeypatch.setattr(MaskDetector, "view_probabilities", lambda *a, **k: seen.append(1))
+    assert not pipe.detect(gray).any() and not seen
+
+
+@pytest.mark.parametrize("view, turn", [("mirror", lambda g: g[:, ::-1]), ("flip", lambda g: g[::-1]),
+                                        ("rot180", lambda g: g[::-1, ::-1]), ("transpose", lambda g: g.T),
+                                        ("rot90", lambda g: np.rot90(g, -1)), ("rot270", lambda g: np.rot90(g, 1)),
+                                        ("antitranspose", lambda g: g[::-1, ::-1].T)])
+def test_view_probabilities_see_the_photo_turned_and_turn_the_probabilities_back(monkeypatch, view, turn):
+    det = tiny(MaskDetector, kind="scratches")
+    gray = np.random.default_rng(0).integers(0, 256, (48, 64), dtype=np.uint8)
+    seen = []
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities",
+                        lambda self, g, tile=None: seen.append(g.copy()) or g.astype(np.float32) / 255)
+    np.testing.assert_array_equal(det.view_probabilities(gray, view), gray.astype(np.float32) / 255)
+    np.testing.assert_array_equal(seen[0], turn(gray))
+
+
+@pytest.mark.parametrize("key, value", [("agree_views", ["sideways"]), ("agree_views", "mirror"),
+                                        ("min_votes", -1), ("min_votes", 1.5)])
+def test_bad_agreement_settings_are_refused_in_one_line(key, value):
+    with pytest.raises(ValueError, match=key):
+        MaskDetector(kind="scratches", encoder_name="resnet18", **{key: value})
+    det = tiny(MaskDetector, kind="scratches")
+    with pytest.raises(ValueError, match=key):
+        det.set(key, value)
+
+
 def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_detector(monkeypatch):
     import torch
     pipe = _scratch_pipe()

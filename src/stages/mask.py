@@ -9,12 +9,14 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .metrics import mask_iou_f1
-from .nets import TTA_SIZES, build_unet, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
+from .nets import TTA_SIZES, build_unet, dihedral, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
 from .processors import KINDS, MaskProcessor
 from .regions import line_share, touching
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
 SURE = 0.9  # the probability ``min_sure`` counts as sure
+# agree_views -> the dihedral transform of stages.nets.dihedral (rot90: a quarter turn clockwise)
+VIEWS = {"mirror": 1, "flip": 2, "rot180": 3, "transpose": 4, "rot90": 5, "rot270": 6, "antitranspose": 7}
 
 
 @register_stage("mask")
@@ -37,6 +39,12 @@ class MaskDetector(Stage):
     joined detector is over the threshold on at least this share of the image, the regions they
     agree on pass even when the find as a whole fails the rules above (two networks trained apart
     rarely make the same false find, and a print's spots or one small flake have no lines);
+    ``agree_views`` (names of ``VIEWS``: mirror, flip, rot180, transpose, ...), more views of this detector
+    that vote in that agreement: the network run on the gray so turned, its probabilities turned
+    back (a network's false finds on texture often change when the photo is mirrored, a crack's
+    do not); ``min_votes`` (0: all), how many of the voters (every joined detector, then their
+    ``agree_views``) must be over the threshold on a pixel for it to count as agreed; the views
+    run only when the find fails the first rules and still covers ``min_agree`` of the image;
     ``scales``, the sizes (× the image) the
     scratch path looks at, the highest probability kept (above 1 only while the long side stays
     within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
@@ -59,7 +67,7 @@ class MaskDetector(Stage):
                     "input_sharp")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
                  "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
-                 "grow_threshold", "smooth", "min_line", "min_agree")
+                 "grow_threshold", "smooth", "min_line", "min_agree", "agree_views", "min_votes")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -70,8 +78,11 @@ class MaskDetector(Stage):
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
                  min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
                  tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0,
-                 min_line: float = 0.0, input_sharp: bool = False, min_agree: float = 0.0):
+                 min_line: float = 0.0, input_sharp: bool = False, min_agree: float = 0.0, agree_views=(),
+                 min_votes: int = 0):
         super().__init__()
+        self.check_setting("agree_views", agree_views)
+        self.check_setting("min_votes", min_votes)
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         MaskProcessor(kind=kind)  # validates the kind
@@ -83,6 +94,13 @@ class MaskDetector(Stage):
         self._set_net(lambda: build_unet(self.net_in_channels, 1, arch, encoder_name, encoder_depth,
                                          decoder_channels, encoder_weights))
         self.multiple = 2 ** encoder_depth
+
+    @classmethod
+    def check_setting(cls, key: str, value) -> None:
+        if key == "agree_views" and (isinstance(value, str) or any(v not in VIEWS for v in value)):
+            raise ValueError(f"agree_views must be a list of {', '.join(VIEWS)}, got {value!r}")
+        if key == "min_votes" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"min_votes must be a whole number >= 0 (0: all voters), got {value!r}")
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
@@ -181,16 +199,23 @@ class MaskDetector(Stage):
             prob = p if prob is None else np.maximum(prob, p)
         return prob
 
+    def view_probabilities(self, gray: np.ndarray, view: str, tile: tuple[int, int] = (1024, 128)) -> np.ndarray:
+        """``scratch_probabilities`` of the (H,W) uint8 gray turned by ``view`` (a ``VIEWS`` name),
+        turned back: (H,W) float32."""
+        k = VIEWS[view]
+        turned = dihedral(torch.from_numpy(gray), k).contiguous().numpy()
+        return dihedral(torch.from_numpy(self.scratch_probabilities(turned, tile)), k, inverse=True).contiguous().numpy()
+
     @torch.inference_mode()
     def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128),
                        also: tuple = ()) -> np.ndarray:
         """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
         small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
         image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions (or,
-        failing that, only the regions all detectors agree on, where they agree on ``min_agree``
-        of the image); then grown along ``grow_threshold``. ``also``: more detectors whose own
-        ``scratch_probabilities`` join this one's (the highest kept); the threshold, gate and
-        post-processing stay this one's."""
+        failing that, only the regions ``min_votes`` of the detectors and their ``agree_views``
+        agree on, where they agree on ``min_agree`` of the image); then grown along
+        ``grow_threshold``. ``also``: more detectors whose own ``scratch_probabilities`` join this
+        one's (the highest kept); the threshold, gate and post-processing stay this one's."""
         c = self.config
         post = self.post("scratches")
         probs = [self.scratch_probabilities(gray, tile), *(o.scratch_probabilities(gray, tile) for o in also)]
@@ -198,9 +223,14 @@ class MaskDetector(Stage):
         m = post(prob > c["threshold"], gray, "scratches")
         if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
                      or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
-            if not (c["min_agree"] > 0 and also):
+            views = [(d, v) for d in (self, *also) for v in d.config["agree_views"]]
+            voters = len(probs) + len(views)
+            need = min(c["min_votes"] or voters, voters)
+            if not (c["min_agree"] > 0 and need >= 2) or m.mean() < c["min_agree"]:
                 return np.zeros_like(m)
-            agreed = post(np.minimum.reduce(probs) > c["threshold"], gray, "scratches")
+            probs += [d.view_probabilities(gray, v, tile) for d, v in views]
+            votes = np.add.reduce([p > c["threshold"] for p in probs], dtype=np.int32)
+            agreed = post(votes >= need, gray, "scratches")
             if agreed.mean() < c["min_agree"]:
                 return np.zeros_like(m)
             m = touching(m, agreed, connectivity=8)
