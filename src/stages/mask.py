@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .metrics import mask_iou_f1
-from .nets import TTA_SIZES, build_unet, dihedral, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled, tta_mean
+from .nets import (TTA_SIZES, build_unet, dihedral, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled,
+                   tta_mean)
 from .processors import KINDS, MaskProcessor
 from .regions import line_share, touching
 
@@ -39,10 +40,10 @@ class MaskDetector(Stage):
     joined detector is over the threshold on at least this share of the image, the regions they
     agree on pass even when the find as a whole fails the rules above (two networks trained apart
     rarely make the same false find, and a print's spots or one small flake have no lines);
-    ``agree_views`` (names of ``VIEWS``: mirror, flip, rot180, transpose, ...), more views of this detector
-    that vote in that agreement: the network run on the gray so turned, its probabilities turned
-    back (a network's false finds on texture often change when the photo is mirrored, a crack's
-    do not); ``min_votes`` (0: all), how many of the voters (every joined detector, then their
+    ``agree_views`` (names of ``VIEWS``: mirror, flip, rot180, transpose, ...), more views of
+    this detector that vote in that agreement: the network run on the gray so turned, its
+    probabilities turned back (a network's false finds on texture often change when the photo is
+    mirrored, a crack's do not); ``min_votes`` (0: all), how many of the voters (every joined detector, then their
     ``agree_views``) must be over the threshold on a pixel for it to count as agreed; the views
     run only when the find fails the first rules and still covers ``min_agree`` of the image;
     ``scales``, the sizes (× the image) the
@@ -204,7 +205,8 @@ class MaskDetector(Stage):
         turned back: (H,W) float32."""
         k = VIEWS[view]
         turned = dihedral(torch.from_numpy(gray), k).contiguous().numpy()
-        return dihedral(torch.from_numpy(self.scratch_probabilities(turned, tile)), k, inverse=True).contiguous().numpy()
+        prob = torch.from_numpy(self.scratch_probabilities(turned, tile))
+        return dihedral(prob, k, inverse=True).contiguous().numpy()
 
     @torch.inference_mode()
     def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128),
