@@ -113,31 +113,38 @@ def test_demos_second_scratch_detector_finds_crisp_print_damage_the_first_misses
     assert np.mean(recall["both"]) >= np.mean(recall["one"]) + 0.05, recall
 
 
-def test_demos_detectors_agreeing_find_a_prints_spots_that_the_line_gate_alone_drops():
-    """demo's ``min_agree``: an old print whose only damage is spots has no long thin find, so the
-    line gate alone leaves it as it is; the spots both detectors mark pass, and undamaged prints
-    stay untouched."""
+def _bundled_prints_with(kind: str, seed: int):
+    """(name, undamaged old print, the print damaged with ``kind`` alone (bright), its true mask,
+    the pixels within 2 px of a mask) for the first 8 bundled photos."""
     import cv2
 
     from pipeline.color import pil_gray
     from pipeline.damage import RealDamage, _layer, apply_real_damage, old_print
     from pipeline.data import SAMPLES_DIR
     from pipeline.io import to_rgb
+    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731
+    for f in sorted(SAMPLES_DIR.glob("*"))[:8]:
+        gray = pil_gray(to_rgb(f))
+        rng = np.random.default_rng((8, seed))
+        printed = old_print(gray, rng)
+        dmg = RealDamage(_layer(*gray.shape, kind, rng, True), np.full(gray.shape, 235, np.float32), (kind,))
+        damaged, truth = apply_real_damage(printed, dmg, rng)
+        yield f.name, printed, damaged, truth, near
+
+
+def test_demos_detectors_agreeing_find_a_prints_spots_that_the_line_gate_alone_drops():
+    """demo's ``min_agree``: an old print whose only damage is spots has no long thin find, so the
+    line gate alone leaves it as it is; the spots both detectors mark pass, and undamaged prints
+    stay untouched."""
     pipe = Pipeline.load("demo")
     own = pipe.scratch.config["min_agree"]
     assert own > 0
-    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731
     recall = {0.0: [], own: []}
-    for f in sorted(SAMPLES_DIR.glob("*"))[:8]:
-        gray = pil_gray(to_rgb(f))
-        rng = np.random.default_rng((8, 1))
-        printed = old_print(gray, rng)
-        spots = RealDamage(_layer(*gray.shape, "spots", rng, True), np.full(gray.shape, 235, np.float32), ("spots",))
-        damaged, truth = apply_real_damage(printed, spots, rng)
+    for name, printed, damaged, truth, near in _bundled_prints_with("spots", 1):
         for v in recall:
             pipe.scratch.set("min_agree", v)
             recall[v].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
-            assert not pipe.detect(printed).any(), (f.name, v)
+            assert not pipe.detect(printed).any(), (name, v)
     assert np.mean(recall[0.0]) < 0.1 and np.mean(recall[own]) >= 0.5, recall
 
 
@@ -145,28 +152,16 @@ def test_demos_turned_views_pass_creases_the_other_detector_misses_and_touch_no_
     """demo's ``agree_views`` / ``min_votes``: ``scratch2`` mirrored and transposed votes beside both
     detectors (3 of 4 must agree); a crease that only ``scratch2`` sees, in every view, now passes
     the gate, and no undamaged print is changed."""
-    import cv2
-
-    from pipeline.color import pil_gray
-    from pipeline.damage import RealDamage, _layer, apply_real_damage, old_print
-    from pipeline.data import SAMPLES_DIR
-    from pipeline.io import to_rgb
     pipe = Pipeline.load("demo")
     views, votes = pipe.scratch2.config["agree_views"], pipe.scratch.config["min_votes"]
     assert views and votes
-    near = lambda m: cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # noqa: E731
     recall = {"views": [], "none": []}
-    for f in sorted(SAMPLES_DIR.glob("*"))[:8]:
-        gray = pil_gray(to_rgb(f))
-        rng = np.random.default_rng((8, 2))
-        printed = old_print(gray, rng)
-        crease = RealDamage(_layer(*gray.shape, "crease", rng, True), np.full(gray.shape, 235, np.float32), ("crease",))
-        damaged, truth = apply_real_damage(printed, crease, rng)
-        for name in recall:
-            pipe.scratch2.set("agree_views", views if name == "views" else [])
-            pipe.scratch.set("min_votes", votes if name == "views" else 0)
-            recall[name].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
+    for name, printed, damaged, truth, near in _bundled_prints_with("crease", 2):
+        for setting in recall:
+            pipe.scratch2.set("agree_views", views if setting == "views" else [])
+            pipe.scratch.set("min_votes", votes if setting == "views" else 0)
+            recall[setting].append((truth & near(pipe.detect(damaged))).sum() / truth.sum())
         pipe.scratch2.set("agree_views", views)
         pipe.scratch.set("min_votes", votes)
-        assert not pipe.detect(printed).any(), f.name
+        assert not pipe.detect(printed).any(), name
     assert np.mean(recall["views"]) >= np.mean(recall["none"]) + 0.15, recall

@@ -43,12 +43,11 @@ class MaskDetector(Stage):
     ``agree_views`` (names of ``VIEWS``: mirror, flip, rot180, transpose, ...), more views of
     this detector that vote in that agreement: the network run on the gray so turned, its
     probabilities turned back (a network's false finds on texture often change when the photo is
-    mirrored, a crack's do not); ``min_votes`` (0: all), how many of the voters (every joined detector, then their
-    ``agree_views``) must be over the threshold on a pixel for it to count as agreed; the views
-    run only when the find fails the first rules and still covers ``min_agree`` of the image;
-    ``scales``, the sizes (× the image) the
-    scratch path looks at, the highest probability kept (above 1 only while the long side stays
-    within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
+    mirrored, a crack's do not); ``min_votes`` (0: all), how many of the voters (every joined
+    detector, then their ``agree_views``) must be over the threshold on a pixel for it to count
+    as agreed; the views run only when the find fails the first rules and still covers
+    ``min_agree`` of the image; ``scales``, the sizes (× the image) the scratch path looks at,
+    the highest probability kept (above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
     training; below 1 only while the short side stays 128 px or more: a large scan's wide cracks
     and flakes become the size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
     (``stages.nets.tta_mean``); ``grow_threshold`` (None: off), a lower threshold the scratch
