@@ -75,18 +75,20 @@ def main() -> int:
     pipe, sets = photo_bench(args)
     if not sets:
         return 0
-    if pipe.scratch is None or pipe.scratch2 is None:
-        print(f"{args.checkpoint}: min_agree needs both a scratch and a scratch2 detector")
+    dets = [d for d in (pipe.scratch, pipe.scratch2) if d is not None]
+    if len(dets) + sum(len(d.config["agree_views"]) for d in dets) < 2:
+        print(f"{args.checkpoint}: min_agree needs two voters: a scratch and a scratch2 detector, or agree_views")
         return 1
+    first = dets[0]  # its threshold and gate decide
     cache_probabilities()
     values = [float(v) for v in args.values.split(",")]
-    own = pipe.scratch.config["min_agree"]
+    own = first.config["min_agree"]
     for name, photos in sets.items():
         changed = {v: {k: 0 for k in ("clean", "grain", "print", "scan")} for v in values}
         found = {v: {"damaged print": [], "damaged scan": []} for v in values}
         for variant, gray, truth in cases(photos):
             for v in values:
-                pipe.scratch.set("min_agree", v)
+                first.set("min_agree", v)
                 m = pipe.detect(gray)
                 if truth is None:
                     changed[v][variant] += bool(m.any())

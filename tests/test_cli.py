@@ -164,6 +164,26 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
         assert msg in capsys.readouterr().err
 
 
+def test_assemble_drops_an_optional_slot_and_nothing_else(pipe_dir, tmp_path, capsys):
+    from pipeline import Pipeline
+    from pipeline.assemble import main
+    assert main(["--base", str(pipe_dir), "--scratch", str(pipe_dir / "mask"), "--scratch2", str(pipe_dir / "mask"),
+                 "--out", str(tmp_path / "two")]) == 0
+    assert set(Pipeline.load(tmp_path / "two").stages) == {"mask", "inpaint", "colorize", "scratch", "scratch2"}
+    assert main(["--base", str(tmp_path / "two"), "--drop", "scratch2", "--out", str(tmp_path / "one")]) == 0
+    one = Pipeline.load(tmp_path / "one")
+    assert set(one.stages) == {"mask", "inpaint", "colorize", "scratch"}
+    assert not (tmp_path / "one" / "scratch2").exists()
+    gray = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    assert one.detect(gray, "scratches").shape == gray.shape  # the scratch path runs on the one left
+    for argv, msg in ((["--drop", "scratch2", "--scratch2", str(pipe_dir / "mask")], "contradict"),
+                      (["--drop", "mask"], "invalid choice")):
+        with pytest.raises(SystemExit) as e:
+            main(["--base", str(tmp_path / "two"), "--out", str(tmp_path / "bad"), *argv])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def _break_two_pairs(root):
     (root / "train_gt" / "TRAIN_00001.png").unlink()                                   # a missing file
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(root / "train_input" / "TRAIN_00002.png")  # wrong size

@@ -11,13 +11,17 @@ for a pipeline option (``precision``, ``backend``, ``tile_size``, ``tile_overlap
 ``hole_saturation`` still mean ``inpaint.context`` and ``colorize.hole_saturation`` for one release);
 ``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``,
 or one slot at a time: ``--set precision.colorize=auto`` (the other slots keep theirs).
+``--drop SLOT`` leaves an optional slot of the base empty (``scratch`` or ``scratch2``): e.g. one
+detector in place of demo's two, ``--base demo --scratch DIR --drop scratch2``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .pipeline import MOVED, OPTIONS, SLOT_STAGE, SLOTS
+from .pipeline import MOVED, OPTIONS, SCRATCH_SLOTS, SLOT_STAGE, SLOTS
+
+OPTIONAL_SLOTS = SCRATCH_SLOTS  # the slots a pipeline restores without
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +33,17 @@ def main(argv: list[str] | None = None) -> int:
                         + {"scratch": ": the optional old-photo damage detector",
                            "scratch2": ": a second one, its probability joined with scratch's (the higher kept)"}
                         .get(slot, ""))
+    ap.add_argument("--drop", action="append", default=[], choices=OPTIONAL_SLOTS, metavar="SLOT",
+                    help=f"leave this optional slot of --base empty ({', '.join(OPTIONAL_SLOTS)}; repeatable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
     ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")
     ap.add_argument("--set", action="append", default=[], metavar="[SLOT.]KEY=VALUE",
                     help="override an inference setting (repeatable)")
     args = ap.parse_args(argv)
+    both = [s for s in args.drop if getattr(args, s)]
+    if both:
+        ap.error(f"--drop {both[0]} and --{both[0]} contradict each other")
 
     import torch
 
@@ -51,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not isinstance(stage, want):
                     raise CheckpointError(f"{path}: holds a {type(stage).__name__}, not a {want.__name__}")
                 setattr(pipe, slot, stage)
+        for slot in args.drop:
+            setattr(pipe, slot, None)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
