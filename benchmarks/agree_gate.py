@@ -28,6 +28,7 @@ from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print,  # noqa: E402
                              real_damage, scan, scan_pair)
 from real_damage import _found, photo_bench, photo_bench_args  # noqa: E402
+from pipeline.pipeline import SCRATCH_SLOTS  # noqa: E402
 from stages import MaskDetector  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def main() -> int:
     pipe, sets = photo_bench(args)
     if not sets:
         return 0
-    dets = [d for d in (pipe.scratch, pipe.scratch2) if d is not None]
+    dets = [pipe.stages[s] for s in SCRATCH_SLOTS if s in pipe.stages]
     if len(dets) + sum(len(d.config["agree_views"]) for d in dets) < 2:
         print(f"{args.checkpoint}: min_agree needs two voters: a scratch and a scratch2 detector, or agree_views")
         return 1

@@ -21,8 +21,6 @@ import sys
 
 from .pipeline import MOVED, OPTIONS, SCRATCH_SLOTS, SLOT_STAGE, SLOTS
 
-OPTIONAL_SLOTS = SCRATCH_SLOTS  # the slots a pipeline restores without
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.assemble``; returns the exit status (0 ok, 2 an unusable stage checkpoint)."""
@@ -33,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         + {"scratch": ": the optional old-photo damage detector",
                            "scratch2": ": a second one, its probability joined with scratch's (the higher kept)"}
                         .get(slot, ""))
-    ap.add_argument("--drop", action="append", default=[], choices=OPTIONAL_SLOTS, metavar="SLOT",
-                    help=f"leave this optional slot of --base empty ({', '.join(OPTIONAL_SLOTS)}; repeatable)")
+    ap.add_argument("--drop", action="append", default=[], choices=SCRATCH_SLOTS, metavar="SLOT",
+                    help=f"leave this optional slot of --base empty ({', '.join(SCRATCH_SLOTS)}; repeatable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--fp16", action="store_true", help="store weights as float16")
     ap.add_argument("--precision", help="the pipeline's inference precision: fp32 | bf16 | auto")
