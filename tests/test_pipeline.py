@@ -81,7 +81,7 @@ def test_former_pipeline_options_are_upgraded_on_load_and_warn_for_one_release(t
     Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer)).save(tmp_path / "p")
     f = tmp_path / "p" / "pipeline.yaml"
     meta = yaml.safe_load(f.read_text())
-    assert set(meta["options"]) == {"precision", "tile_size", "tile_overlap", "backend"}
+    assert set(meta["options"]) == {"precision", "tile_size", "tile_overlap", "backend", "preset"}
     meta["options"].update(context=32, hole_saturation=0.5)   # what pipelines saved before they moved
     f.write_text(yaml.safe_dump(meta))
     old = Pipeline.load(tmp_path / "p")

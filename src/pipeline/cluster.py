@@ -18,6 +18,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from .policy import REPORTED
+
 _STARTED = False  # whether ``start`` began the Ray session (``stop`` ends only that one)
 
 
@@ -92,7 +94,7 @@ class Restorer:
         from .io import ImageError
         n = len(batch["input"])
         rows = [{"input": batch["input"][i], "stem": batch["stem"][i], "error": batch["error"][i], "output": "",
-                 "size": "", "damage_share": "", "seconds": ""} for i in range(n)]
+                 "size": "", "damage_share": "", "seconds": "", **dict.fromkeys(REPORTED, "")} for i in range(n)]
         decoded = []
         for i, row in enumerate(rows):
             if row["error"]:
@@ -107,8 +109,10 @@ class Restorer:
                 res = self.pipe.restore_many([g for _, g, _, _ in items], [m for _, _, m, _ in items],
                                              self.options.get("damage"), references=self.refs,
                                              hints=[self.options.get("hints")] * len(items),
-                                             own=[o for *_, o in items],
-                                             normalise=bool(self.options.get("normalise")))
+                                             colours=[o for *_, o in items],
+                                             normalise=bool(self.options.get("normalise")),
+                                             keep_colour=self.options.get("keep_colour"),
+                                             preset=self.options.get("preset"))
             except Exception as e:  # a failed batch must not lose the others
                 for i, *_ in items:
                     rows[i]["error"] = f"{rows[i]['input']}: restore failed ({type(e).__name__}: {e})"
@@ -116,9 +120,10 @@ class Restorer:
             seconds = (time.perf_counter() - t) / len(items)
             for (i, g, _, _), r in zip(items, res):
                 rows[i].update(size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
-                               damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}")
+                               damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}", **r.report.fields())
                 self._write(rows[i], r)
-        return {k: [r[k] for r in rows] for k in ("input", "output", "size", "damage_share", "seconds", "error")}
+        return {k: [r[k] for r in rows] for k in ("input", "output", "size", "damage_share", "seconds", "error",
+                                                  *REPORTED)}
 
     def _write(self, row: dict, r) -> None:
         """The PNGs of one restoration, written atomically into OUT (as the local engine names them)."""

@@ -111,23 +111,15 @@ def colour_of(img) -> np.ndarray | None:
     return None if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;") else to_rgb(im)
 
 
-def kept_colour(img, keep_colour: bool | None = None) -> np.ndarray | None:
-    """The colour of an input that a restore keeps: its (H,W,3) uint8 RGB when it has colour
-    channels and ``keep_colour`` is True, or None and ``stages.processors.own_colour`` finds colour
-    of its own in it (not only a gray or a sepia tone); else None (it is coloured from its gray)."""
-    rgb = colour_of(img) if keep_colour is not False else None
-    if rgb is None or keep_colour:
-        return rgb
-    from stages.processors import own_colour  # (here: a gray input is read without torch)
-    return rgb if own_colour(rgb) else None
-
-
 def read_input(img, mask=None, keep_colour: bool | None = None, mask_name: str = "mask") -> tuple:
-    """What a restore reads of one input: ``(gray (H,W) uint8, mask (H,W) bool or None, the colour
-    it keeps (``kept_colour``) or None)``; ``mask``: a path, PIL image or array, or None."""
+    """What a restore reads of one input: ``(gray (H,W) uint8, mask (H,W) bool or None, its colour
+    (H,W,3) uint8 or None)``; ``mask``: a path, PIL image or array, or None. The colour is None for
+    a gray input and when ``keep_colour`` is False (it will be coloured from its gray); whether it
+    is kept is decided once the preset is known (``pipeline.policy.decide_colour``)."""
     im = open_image(img)
     gray = to_gray(im)
-    return gray, to_mask(mask, gray.shape, name=mask_name) if mask is not None else None, kept_colour(im, keep_colour)
+    colour = colour_of(im) if keep_colour is not False else None
+    return gray, to_mask(mask, gray.shape, name=mask_name) if mask is not None else None, colour
 
 
 def to_rgb(img) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from stages.processors import Hints, Reference, stretch_contrast
 from stages.checkpoint import check_format
 from stages.registry import atomic_write_bytes
 
-from . import engines
+from . import engines, policy
 from .io import read_input
+from .policy import Report
 
 FORMAT = "restore-pipeline/1"
 SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scratch": "mask",
-              "scratch2": "mask"}  # slot -> stage
+              "scratch2": "mask", "colorize_photo": "colorize"}  # slot -> stage
 SCRATCH_SLOTS = ("scratch", "scratch2")  # the scratch path's detectors, in order
 SLOTS = tuple(SLOT_STAGE)
 MOVED = {"context": "inpaint", "hole_saturation": "colorize"}  # former pipeline options, now stage settings
@@ -36,6 +38,7 @@ class Restoration:
     image: Image.Image  # RGB result
     mask: Image.Image   # L, 255 = damaged (detected or given)
     gray: Image.Image   # L, the inpainted gray (equal to the input outside the mask)
+    report: Report | None = None  # which preset ran and why, the damage, the colour, the reference, the timings
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
@@ -72,19 +75,24 @@ def _read_meta(path: Path) -> dict:
 class Pipeline:
     """mask detector -> inpainter -> colorizer, each slot reassignable (``pipe.inpaint = …``); an
     optional second detector, ``scratch``, finds old-photo damage, and an optional third,
-    ``scratch2``, joins it there (see ``detect``). Options, saved
-    in pipeline.yaml: ``precision``, ``backend`` (``pipeline.engines``), ``tile_size`` /
-    ``tile_overlap``. The rest are stage settings; ``context`` and ``hole_saturation``, pipeline
-    options before, still work here with a deprecation warning for one release."""
+    ``scratch2``, joins it there (see ``detect``); an optional second colorizer,
+    ``colorize_photo``, colours for the ``photo`` preset. Options, saved in pipeline.yaml:
+    ``precision``, ``backend`` (``pipeline.engines``), ``tile_size`` / ``tile_overlap``,
+    ``preset`` (``pipeline.policy.PRESETS``: what ``restore`` uses when not told). The rest are
+    stage settings; ``context`` and ``hole_saturation``, pipeline options before, still work here
+    with a deprecation warning for one release."""
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None, colorize: Stage | None = None,
                  precision: str | dict = "fp32", tile_size: int = 1024, tile_overlap: int = 128,
                  context: int | None = None, backend: str = "torch", scratch: Stage | None = None,
-                 hole_saturation: float | None = None, scratch2: Stage | None = None):
+                 hole_saturation: float | None = None, scratch2: Stage | None = None,
+                 colorize_photo: Stage | None = None, preset: str = "auto"):
+        self.preset = policy.check_preset(preset)
         self.backend = backend
         self._stages: dict[str, Stage | None] = {}
         self.device = torch.device("cpu")
         self.mask, self.inpaint, self.colorize, self.scratch, self.scratch2 = mask, inpaint, colorize, scratch, scratch2
+        self.colorize_photo = colorize_photo
         self.precision, self.tile_size, self.tile_overlap = precision, tile_size, tile_overlap
         for name, value in (("context", context), ("hole_saturation", hole_saturation)):
             if value is not None:
@@ -202,17 +210,25 @@ class Pipeline:
             return gray.copy()
         return self._ready("inpaint").inpaint(gray, mask, tile=self._tile, reference=reference)
 
-    def color(self, gray, mask=None, saturation: float | None = None, reference=None, hints=None):
+    def color(self, gray, mask=None, saturation: float | None = None, reference=None, hints=None,
+              preset: str = "competition"):
         """(H,W) uint8 gray (+ (H,W) bool mask of the inpainted pixels) -> (H,W,3) uint8 RGB whose
         PIL gray equals ``gray`` (±1); lists of same-size grays and masks run as one batch:
-        ``Colorizer.colorize``. ``saturation``: this call's colour strength (None: the setting);
+        ``Colorizer.colorize``. ``saturation``: this call's colour strength (None: the preset's);
         ``reference``: an aligned ``stages.Reference`` (a list: one per gray), or None; ``hints``:
-        known colours, ``(x, y, colour)`` items or a ``stages.Hints`` (a list of them: one per gray)."""
+        known colours, ``(x, y, colour)`` items or a ``stages.Hints`` (a list of them: one per gray);
+        ``preset``: ``competition`` or ``photo``, whose colour settings this call passes
+        (``pipeline.policy.Preset``)."""
         grays = gray if isinstance(gray, list) else [gray]
         holes, refs = (v if isinstance(v, list) else [v] * len(grays) for v in (mask, reference))
         hints = hints if isinstance(gray, list) and hints is not None else [hints] * len(grays)
-        out = self._ready("colorize").colorize(grays, holes, saturation=saturation, tile=self._tile, references=refs,
-                                               hints=[Hints.of(h) for h in hints])
+        p = policy.PRESET[preset]
+        settings = p.colour_settings()
+        if saturation is not None:
+            settings["saturation"] = saturation
+        slot = p.colorizer if self._stages.get(p.colorizer) is not None else "colorize"
+        out = self._ready(slot).colorize(grays, holes, tile=self._tile, references=refs,
+                                         hints=[Hints.of(h) for h in hints], **settings)
         return out if isinstance(gray, list) else out[0]
 
     @property
@@ -221,7 +237,7 @@ class Pipeline:
 
     def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
                 saturation: float | None = None, references=None, hints=None, keep_colour: bool | None = None,
-                normalise: bool = False):
+                normalise: bool = False, preset: str | None = None):
         """Restore one image: a path, PIL image or uint8 array of any size and mode. ``mask``: optional (path/PIL/array, nonzero = damaged, same
         size), skips detection. ``damage`` and ``saturation``: as in ``detect`` and ``color``.
         ``references``: photos of the same scene (a ``pipeline.references.Library``, an index
@@ -229,25 +245,40 @@ class Pipeline:
         covers. ``hints``: colours known at points, ``[(x, y, (r, g, b) or "#rrggbb"), ...]`` in
         pixels of the image (a colorizer with hint channels). ``keep_colour``: a colour photo
         keeps its own colour outside the damage, the hole's colour is taken from it (True; None:
-        when ``stages.processors.own_colour`` finds colour, not only a gray or a sepia tone), or is
-        coloured from its gray (False). ``normalise``: a faded print's tones spread again (its gray's
-        range: ``stages.processors.stretch_contrast``). Returns a PIL RGB image of the input's size, or with
-        ``return_intermediates=True`` a ``Restoration`` (``.image``, ``.mask``, ``.gray``)."""
-        gray, m, own = read_input(img, mask, keep_colour)
-        r = self.restore_many([gray], [m], damage, saturation, references, [hints], [own], normalise)[0]
+        decided by ``pipeline.policy.decide_colour``: a colour photo keeps its colour, and under
+        the ``photo`` preset a toned print its tone), or is coloured from its gray (False).
+        ``normalise``: a faded print's tones spread again (its gray's range:
+        ``stages.processors.stretch_contrast``). ``preset``: ``auto``, ``competition`` or ``photo``
+        (None: the pipeline's ``preset``; ``pipeline.policy``). Returns a PIL RGB image of the
+        input's size, or with ``return_intermediates=True`` a ``Restoration`` (``.image``,
+        ``.mask``, ``.gray``, ``.report``)."""
+        gray, m, colour = read_input(img, mask, keep_colour)
+        r = self.restore_many([gray], [m], damage, saturation, references, [hints], [colour], normalise,
+                              keep_colour=keep_colour, preset=preset)[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,
                      saturation: float | None = None, references=None, hints: list | None = None,
-                     own: list | None = None, normalise: bool = False) -> list:
+                     colours: list | None = None, normalise: bool = False, keep_colour: bool | None = None,
+                     preset: str | None = None) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
-        (detect); ``hints``: one item per gray (see ``restore``), or None; ``own``: per gray, the
-        (H,W,3) uint8 colour photo it came from, whose colour is kept (or None); ``normalise``:
-        as in ``restore`` (never a kept colour photo's gray). Returns ``Restoration`` objects in order."""
-        masks = list(masks or [None] * len(grays))
+        (detect); ``hints``: one item per gray (see ``restore``), or None; ``colours``: per gray,
+        the (H,W,3) uint8 colour of the input it came from (None: a gray input), kept or not as
+        ``keep_colour`` and the preset decide (``restore``); ``normalise``: as in ``restore``
+        (never a kept colour photo's gray). Each gray gets its own preset; the colour runs in one
+        batch per preset. Returns ``Restoration`` objects in order."""
+        n = len(grays)
+        colours = list(colours or [None] * n)
+        ask = policy.check_preset(preset or self.preset)
+        t0 = time.perf_counter()
+        given = [m is not None for m in (masks or [None] * n)]
+        masks = list(masks or [None] * n)
         todo = [i for i, m in enumerate(masks) if m is None]
         for i, m in zip(todo, self.detect([grays[i] for i in todo], damage) if todo else []):
             masks[i] = m
+        t1 = time.perf_counter()
+        chosen = [policy.choose_preset(ask, g, m, c) for g, m, c in zip(grays, masks, colours)]
+        kept = [policy.decide_colour(policy.PRESET[p], c, keep_colour) for (p, _), c in zip(chosen, colours)]
         lib = None
         if references is not None:
             from .references import open_library
@@ -255,13 +286,34 @@ class Pipeline:
         refs = [lib.match(g, m) if lib is not None else None for g, m in zip(grays, masks)]
         filled = [self.fill(g, m, r) for g, m, r in zip(grays, masks, refs)]
         if normalise:
-            filled = [f if o is not None else stretch_contrast(f, m)
-                      for f, m, o in zip(filled, masks, own or [None] * len(grays))]
+            filled = [f if o is not None else stretch_contrast(f, m) for f, m, (o, _) in zip(filled, masks, kept)]
+        matched = refs
         refs = [r if o is None else Reference(g, o, ~m, feather=0, exact=True)
-                for g, m, r, o in zip(grays, masks, refs, own or [None] * len(grays))]
-        images = self.color(filled, masks, saturation, refs, hints or [None] * len(grays))
-        return [Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype("uint8") * 255, "L"),
-                            gray=Image.fromarray(f, "L")) for c, m, f in zip(images, masks, filled)]
+                for g, m, r, (o, _) in zip(grays, masks, refs, kept)]
+        t2 = time.perf_counter()
+        hints = hints or [None] * n
+        images = [None] * n
+        for name in dict.fromkeys(p for p, _ in chosen):  # one batch per preset, in order of first use
+            idx = [i for i, (p, _) in enumerate(chosen) if p == name]
+            out = self.color([filled[i] for i in idx], [masks[i] for i in idx], saturation, [refs[i] for i in idx],
+                             [hints[i] for i in idx], preset=name)
+            for i, c in zip(idx, out):
+                images[i] = c
+        t3 = time.perf_counter()
+        seconds = {"detect": (t1 - t0) / max(1, len(todo)) if todo else 0.0, "fill": (t2 - t1) / n,
+                   "colour": (t3 - t2) / n}
+        out = []
+        for i, (c, m, f) in enumerate(zip(images, masks, filled)):
+            share = float(m.mean()) if m.size else 0.0
+            rule = "given" if given[i] else ("detected" if m.any() else "none found")
+            ref = None if lib is None else (
+                {"name": os.path.basename(matched[i].source) or None, "coverage": float(matched[i].valid.mean())}
+                if matched[i] is not None else {"name": None, "coverage": 0.0})
+            report = Report(chosen[i][0], chosen[i][1], rule, share, kept[i][1], ref,
+                            {k: round(v, 4) for k, v in seconds.items() if k != "detect" or not given[i]})
+            out.append(Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype("uint8") * 255, "L"),
+                                   gray=Image.fromarray(f, "L"), report=report))
+        return out
 
     __call__ = restore
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -211,7 +212,7 @@ class Library:
                 continue
             found = verify(gray, mask, rgb, m)
             if found is not None and (best is None or found[1] > best[1]):
-                best = found
+                best = (dataclasses.replace(found[0], source=str(self.paths[i])), found[1])
                 if found[1] > 0.995:  # the same photo, covering it all: nothing can be better
                     break
         return None if best is None else best[0]

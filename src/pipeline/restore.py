@@ -5,7 +5,8 @@
 INPUTS are image files, folders (recursive) or a competition ``test.csv``. Each output is a PNG
 named like its input (``TEST_000.png``), written atomically; ``--zip`` also writes a flat zip ready
 to submit. A bad input is reported on stderr in one line and skipped; the exit status is then 1.
-Every run writes ``OUT/manifest.csv`` (input, output, size, damage share, seconds, status, error).
+Every run writes ``OUT/manifest.csv`` (input, output, size, damage share, seconds, status, error,
+and the restore's report: preset, damage rule, colour, reference).
 ``--skip-existing`` resumes an interrupted album: inputs whose output exists are skipped (a
 half-written PNG of a killed run never has the output's name, so it never counts as done).
 """
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .io import IMAGE_EXTS, ImageError, list_images, read_input, read_pairs_csv, save_png
+from .policy import COLOURS, PRESETS, REPORTED
 
 
 def collect_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
@@ -85,9 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--references", metavar="DIR_OR_INDEX",
                     help="photos of the same scenes: a folder (indexed once, cached) or an index from "
                          "python -m pipeline.references build; a verified match gives the hole's content and colour")
-    ap.add_argument("--colour", choices=("auto", "keep", "recolour"), default="auto",
-                    help="a colour photo: keep its own colour and repair only the damage (keep), colour it anew "
-                         "from its gray (recolour), or keep it when it has colour, not only a gray or sepia tone (auto)")
+    ap.add_argument("--colour", choices=tuple(COLOURS), default="auto",
+                    help="keep the input's own colour or tone and repair only the damage (keep), colour it anew "
+                         "from its gray (recolour), or decide (auto: a colour photo keeps its colour; with the "
+                         "photo preset a toned print such as a sepia one keeps its tone)")
+    ap.add_argument("--preset", choices=PRESETS, default=None,
+                    help="competition: the settings chosen on the DACON metric; photo: for people (tones kept, "
+                         "holes coloured like their surroundings, full colour); auto: competition for an input "
+                         "holding a competition shape, else photo (default: the checkpoint's, auto)")
     ap.add_argument("--normalise", action="store_true",
                     help="a faded print: spread its restored gray's tones again (only where their range has "
                          "shrunk; off: the gray stays the input's, as a competition needs)")
@@ -115,9 +122,11 @@ class _Album:
     on one line and counted; the others go on."""
 
     def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None,
-                 references=None, jobs: int = 1, normalise: bool = False):
+                 references=None, jobs: int = 1, normalise: bool = False, keep_colour: bool | None = None,
+                 preset: str | None = None):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
         self.damage, self.references, self.jobs, self.normalise = damage, references, max(1, jobs), normalise
+        self.keep_colour, self.preset = keep_colour, preset
         self.groups: dict[tuple, list] = defaultdict(list)
         self.workers = ThreadPoolExecutor(max_workers=self.jobs)
         self.running: deque = deque()  # (items, future) of the batches in flight, oldest first
@@ -133,12 +142,11 @@ class _Album:
             self.note(path, status="failed", error=message)
 
     def note(self, path, **fields) -> None:
-        row = self.rows.setdefault(str(path), {"input": str(path), "output": "", "size": "", "damage_share": "",
-                                               "seconds": "", "status": "", "error": ""})
+        row = self.rows.setdefault(str(path), dict.fromkeys(MANIFEST, "") | {"input": str(path)})
         row.update(fields)
 
-    def add(self, path: Path, gray, mask, own=None, hints=None) -> None:
-        self.groups[gray.shape].append((path, gray, mask, own, hints))
+    def add(self, path: Path, gray, mask, colour=None, hints=None) -> None:
+        self.groups[gray.shape].append((path, gray, mask, colour, hints))
         if len(self.groups[gray.shape]) >= max(1, self.batch_size):
             self.flush(gray.shape)
 
@@ -151,9 +159,10 @@ class _Album:
     def _restore(self, items) -> tuple[list, float]:
         """The batch's results and its seconds per image (while it ran)."""
         t = time.perf_counter()
-        paths, grays, masks, own, hints = zip(*items)
+        paths, grays, masks, colours, hints = zip(*items)
         results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
-                                         hints=list(hints), own=list(own), normalise=self.normalise)
+                                         hints=list(hints), colours=list(colours), normalise=self.normalise,
+                                         keep_colour=self.keep_colour, preset=self.preset)
         return results, (time.perf_counter() - t) / len(items)
 
     def flush(self, key) -> None:
@@ -177,7 +186,7 @@ class _Album:
             dst = self.out / f"{p.stem}.png"
             self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
                       damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}",
-                      status="restored")
+                      status="restored", **r.report.fields())
             self.saving.append((dst, self.saver.submit(self._save, r, p.stem), p))
         self.bar.update(len(items))
 
@@ -202,7 +211,7 @@ class _Album:
         """``OUT/manifest.csv``: one row per input of this run (restored, skipped or failed)."""
         from stages.registry import atomic_write_bytes
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["input", "output", "size", "damage_share", "seconds", "status", "error"])
+        w = csv.DictWriter(buf, fieldnames=list(MANIFEST))
         w.writeheader()
         w.writerows(self.rows.values())
         atomic_write_bytes(self.out / "manifest.csv", buf.getvalue().encode())
@@ -235,7 +244,7 @@ def _write_zip(zpath: Path, files: list[Path]) -> None:
     tmp.replace(zpath)
 
 
-KEEP = {"auto": None, "keep": True, "recolour": False}  # --colour -> Pipeline.restore(keep_colour=)
+MANIFEST = ("input", "output", "size", "damage_share", "seconds", "status", "error", *REPORTED)  # OUT/manifest.csv
 
 
 def _mask_of(args, p: Path, n: int) -> Path | None:
@@ -359,7 +368,8 @@ def _restore_local(album, reader: _ReadAhead, hints) -> list[Path]:
 def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path]:
     from .cluster import restore_album, stop
     options = {"device": args.device, "precision": args.precision, "backend": args.backend, "damage": args.damage,
-               "references": args.references, "keep_colour": KEEP[args.colour], "hints": hints,
+               "references": args.references, "keep_colour": COLOURS[args.colour], "hints": hints,
+               "preset": args.preset,
                "intermediates": args.save_intermediates, "max_pixels": args.max_pixels, "normalise": args.normalise}
     written = []
     try:
@@ -396,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "local":  # start reading while torch and the pipeline load
         def read(p: Path) -> tuple:
             mp = _mask_of(args, p, len(paths))
-            return read_input(p, mp, KEEP[args.colour], str(mp))
+            return read_input(p, mp, COLOURS[args.colour], str(mp))
         reader = _ReadAhead(read, todo)
     try:
         engine, refs, hints = _engine(args, len(paths))
@@ -412,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
     jobs, threads = _jobs(args, engine, len(todo))
     album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, jobs,
-                   args.normalise)
+                   args.normalise, COLOURS[args.colour], args.preset)
     album.failed = len(errors)
     for p in done:
         album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")

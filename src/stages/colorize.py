@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .base import Stage, register_stage
 from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
-from .processors import Hints, Reference
+from .processors import Hints, Reference, edge_distance
 from .metrics import hue_correlation
 from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, tiled, to_uint8, tta_mean
 
@@ -370,12 +370,12 @@ class Colorizer(Stage):
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
     def predict_ab(self, gray: torch.Tensor, saturation: float | None = None,
-                   hints: torch.Tensor | None = None) -> torch.Tensor:
+                   hints: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] (+ (B,3,H,W) hints as ``forward`` takes them, or None) ->
         (B,2,H,W) ab, computed at most at ``work_size`` (ab is smooth; the full-resolution gray
         carries the detail) and upsampled; ``tta`` (1/2/4/8) averages the logits over that many
         flips/transposes; ``saturation`` (None: the setting; ``hint_saturation``, when set, for the
-        images with hints) scales the result."""
+        images with hints) scales the result; ``temperature``: this call's decoding (None: the setting)."""
         h, w = gray.shape[-2:]
         ws = self.config["work_size"]
         x = gray
@@ -393,13 +393,14 @@ class Colorizer(Stage):
         if saturation is None and self.config["hint_saturation"] is not None and hints is not None:
             has = _has_hints(hints).view(-1, 1, 1, 1)
             sat = torch.where(has, float(self.config["hint_saturation"]), float(sat)).float()
-        ab = self.decode(out) * sat
+        ab = self.decode(out, temperature) * sat
         return grow(ab, (h, w))
 
     @torch.inference_mode()
     def colorize(self, grays: list, holes: list | None = None, *, saturation: float | None = None,
                  hole_saturation: float | None = None, tile: tuple[int, int] = (1024, 128),
-                 references: list | None = None, hints: list | None = None) -> list[np.ndarray]:
+                 references: list | None = None, hints: list | None = None, temperature: float | None = None,
+                 hole_ring: float | None = None, hint_edges: bool = False) -> list[np.ndarray]:
         """Same-size (H,W) uint8 grays (one batch) -> (H,W,3) uint8 RGB each, whose PIL gray
         equals the gray (±1). ``holes``: (H,W) bool masks of the inpainted pixels (or None),
         whose colour ``hole_saturation`` scales. ``saturation`` / ``hole_saturation``: this
@@ -408,7 +409,9 @@ class Colorizer(Stage):
         where it covers the image its colour replaces the predicted one (feathered at its edge).
         ``hints``: a ``stages.Hints`` (or None) per gray, known colours at points: a colorizer with
         hint channels (``hints`` True) takes them in; any colorizer then spreads each point's
-        correction to the pixels near it of similar gray (``hint_spread``, ``hint_tone``)."""
+        correction to the pixels near it of similar gray (``hint_spread``, ``hint_tone``); ``hint_edges``:
+        near by the geodesic distance that strong edges lengthen, so a point's colour stays on its
+        object. ``temperature`` / ``hole_ring``: this call's values (None: the settings)."""
         if isinstance(grays, torch.Tensor):  # the former signature: a (B,1,H,W) tensor in, (B,H,W,3) out
             warnings.warn("Colorizer.colorize takes a list of (H,W) uint8 grays now (a tensor: one release "
                           "more)", DeprecationWarning, stacklevel=2)
@@ -419,20 +422,22 @@ class Colorizer(Stage):
         if (self.takes_hints or self.config["hint_saturation"] is not None) and any(hn is not None for hn in hints):
             x = torch.cat([x, torch.stack([hn.render(*x.shape[-2:]) if hn is not None else
                                            x.new_zeros(3, *x.shape[-2:]) for hn in hints]).to(x.device)], 1)
-        fn = lambda t: self.predict_ab(t[:, :1], saturation, t[:, 1:] if t.shape[1] > 1 else None)  # noqa: E731
+        fn = lambda t: self.predict_ab(t[:, :1], saturation, t[:, 1:] if t.shape[1] > 1 else None,  # noqa: E731
+                                       temperature)
         ab = fn(x) if self.config["work_size"] else tiled(fn, x, *tile)
         hs = self.config["hole_saturation"] if hole_saturation is None else hole_saturation
         self.check_setting("hole_saturation", hs)
+        ring = self.config["hole_ring"] if hole_ring is None else hole_ring
         out = []
         refs = references if references is not None else [None] * len(grays)
         for g, a, m, r, hn in zip(grays, ab, holes if holes is not None else [None] * len(grays), refs, hints):
             if m is not None and hs != 1.0:
                 a = _scale_inside(a, np.asarray(m, bool), hs)
-            if m is not None and self.config["hole_ring"] > 0 and np.asarray(m).any():
-                a = _ring_inside(a, np.asarray(m, bool), self.config["hole_ring"])
+            if m is not None and ring > 0 and np.asarray(m).any():
+                a = _ring_inside(a, np.asarray(m, bool), ring)
             a = a if r is None else _with_reference(a, r, g)
             rgb = gray8_ab_to_rgb8(g, a if hn is None else _with_hints(a, hn, g, self.config["hint_spread"],
-                                                                     self.config["hint_tone"]))
+                                                                     self.config["hint_tone"], edges=hint_edges))
             if r is not None and r.exact:
                 rgb[r.valid] = r.rgb[r.valid]
             out.append(rgb)
@@ -494,12 +499,14 @@ def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: in
 
 
 def _with_hints(ab: torch.Tensor, hints: Hints, gray: np.ndarray, spread: float, tone: float,
-                reach: float = 0.05, grid: int = 256) -> torch.Tensor:
+                reach: float = 0.05, grid: int = 256, edges: bool = False) -> torch.Tensor:
     """(2,H,W) ab corrected by colour hints: each point's error (its colour's ab minus the ab
     there) is spread with a weight exp(-d²/2(spread·width)²)·exp(-Δgray²/2·tone²) (an edge-aware
     Shepard interpolation, computed on a grid of at most ``grid`` px and upsampled); where the
-    weights sum to far less than ``reach`` the prediction stays. The defaults were chosen on
-    held-out training photos (benchmarks/hints.py --help)."""
+    weights sum to far less than ``reach`` the prediction stays. ``edges``: d is the geodesic
+    distance over the gray, each step's length grown by the gray's gradient there
+    (``stages.processors.edge_distance``), so a point's colour stops at strong edges. The
+    defaults were chosen on held-out training photos (benchmarks/hints.py --help)."""
     h, w = gray.shape
     s = min(1.0, grid / max(h, w))
     gh, gw = max(1, round(h * s)), max(1, round(w * s))
@@ -512,8 +519,9 @@ def _with_hints(ab: torch.Tensor, hints: Hints, gray: np.ndarray, spread: float,
         if not (0 <= x < w and 0 <= y < h):  # as ``Hints.render``: a point off the image counts nowhere
             continue
         gx, gy = min(int(x * s), gw - 1), min(int(y * s), gh - 1)
-        wgt = torch.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * (spread * gw) ** 2)
-                        - (g - float(gray[y, x])) ** 2 / (2 * tone ** 2))
+        d2 = (torch.from_numpy(edge_distance(g.numpy(), gx, gy)) ** 2 if edges
+              else (xx - gx) ** 2 + (yy - gy) ** 2)
+        wgt = torch.exp(-d2 / (2 * (spread * gw) ** 2) - (g - float(gray[y, x])) ** 2 / (2 * tone ** 2))
         num += wgt * (target - ab[:, y, x].float().cpu()).view(2, 1, 1)
         den += wgt
     fix = (num / den)[None]

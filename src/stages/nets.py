@@ -55,6 +55,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     edges reflected; torchvision's, the same in training and inference)."""
     from torchvision.transforms.v2.functional import gaussian_blur as blur
     k = 2 * max(1, int(np.ceil(3 * sigma))) + 1
+    h, w = x.shape[-2:]
+    if min(h, w) <= k // 2:  # reflection needs more pixels than the kernel's radius: extend a tiny image's edge first
+        big = torch.nn.functional.pad(x, (0, max(0, k // 2 + 1 - w), 0, max(0, k // 2 + 1 - h)), mode="replicate")
+        return blur(big, [k, k], [float(sigma), float(sigma)])[..., :h, :w]
     return blur(x, [k, k], [float(sigma), float(sigma)])
 
 
