@@ -117,3 +117,37 @@ def test_the_configuration_doc_shows_the_codes_defaults():
     spec.loader.exec_module(mod)
     assert mod.stage_tables() in (root / "docs" / "configuration.md").read_text(), \
         "regenerate: python tools/config_reference.py"
+
+
+def test_experiments_are_few_and_each_reads_alone():
+    """conf/experiment keeps the shipped networks' final steps only, each written out whole."""
+    import yaml
+    assert len(EXPERIMENTS) <= 20
+    for exp in EXPERIMENTS:
+        defaults = yaml.safe_load((Path(CONF_DIR) / "experiment" / f"{exp}.yaml").read_text()).get("defaults", [])
+        for entry in defaults:
+            assert isinstance(entry, dict) and all(k.startswith("override /") for k in entry), (exp, entry)
+
+
+def _card_commands(card: Path) -> list[list[str]]:
+    import shlex
+    text = card.read_text().replace("\\\n", " ")
+    return [shlex.split(line, comments=True)[3:] for line in text.splitlines()
+            if line.startswith("python -m pipeline.train ")]
+
+
+@pytest.mark.parametrize("slot", ["mask", "inpaint", "colorize", "scratch", "scratch2"])
+def test_each_shipped_network_has_a_model_card_whose_steps_compose(slot):
+    """Every step a card names is a command that composes, and the last one is a kept experiment."""
+    card = Path(__file__).resolve().parents[1] / "src/pipeline/checkpoints/demo" / slot / "MODEL_CARD.md"
+    text = card.read_text()
+    for section in ("## From random weights", "## Metrics", "**Parent:**", "**Data:**", "**Date shipped:**"):
+        assert section in text, section
+    commands = _card_commands(card)
+    assert commands, "no training command"
+    for overrides in commands:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "data.root=/nowhere"])
+        assert cfg.stage in STAGES
+    assert commands[-1][0].startswith("experiment=")
+    assert commands[-1][0].split("=", 1)[1] in EXPERIMENTS, "the last step's config is kept in conf/experiment"
