@@ -142,7 +142,7 @@ def server(tmp_path_factory, tiny_pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--checkpoint", str(root / "pipe"), "--port", str(port)],
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--checkpoint", str(root / "pipe"), "--port", str(port), "--no-warm-up"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = p.stdout.readline()
     assert f"http://127.0.0.1:{port}/" in line, line

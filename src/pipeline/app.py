@@ -1,26 +1,35 @@
 """A local web page for restoring your own photos, and a plain HTTP API beside it.
 
-    python -m pipeline.app [--checkpoint demo] [--port 7860] [--host 127.0.0.1]
+    python -m pipeline.app [--checkpoint demo] [--port 7860] [--host 127.0.0.1] [--max-upload-mb 200]
 
 Open the printed URL: drop photos, see the detected damage as a red overlay, paint or erase it
 with the brush (or clear it to restore colour only), choose the colour strength, Restore, compare
-before/after, download the PNG (several photos: a zip). Everything runs on this machine: the page
-and its script are served from the package (no CDN, no analytics, no API docs page), and the
-server binds to 127.0.0.1 unless ``--host`` says otherwise.
+before/after, download the PNG (several photos: one each, or all in a zip). Everything runs on
+this machine: the page and its script are served from the package (no CDN, no analytics, no API
+docs page), and the server binds to 127.0.0.1 unless ``--host`` says otherwise. The models warm
+up in a background thread at start (``--no-warm-up``: not).
 
 Built on FastAPI (not Gradio): a small dependency, one static page whose every element is ours
 to test in a browser, and the API is the same routes the page uses:
 
 - ``POST /api/restore``: multipart ``image`` (any format/size the library reads), optional
   ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
-  (``auto``, ``shape``, ``scratches``), ``references`` (any number of colour photos of the same
-  scene; a verified one gives the hole's content and the colour), ``colour`` (``auto``, ``keep``,
-  ``recolour``: what a colour photo keeps), ``normalise`` (true: a faded print's tones spread
+  (``auto``, ``shape``, ``scratches``), ``preset`` (``auto``, ``competition``, ``photo``),
+  ``references`` (any number of colour photos of the same scene; a verified one gives the hole's
+  content and the colour), ``colour`` (``auto``, ``keep``: the photo's own colour or tone,
+  ``recolour``: colourise it from its gray), ``normalise`` (true: a faded print's tones spread
   again), ``hints`` (JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels; a colorizer with
-  hint channels) -> the restored PNG. ``/api/restore/full`` returns JSON
-  with the image, the inpainted gray and the mask as PNG data URLs; ``/api/detect`` the mask PNG.
+  hint channels), ``token`` (any short text, echoed back: the page's way to tell a stale answer)
+  -> the restored PNG. ``/api/restore/full`` returns JSON with the image, the inpainted gray and
+  the mask as PNG data URLs, the ``report`` (``pipeline.policy.Report``: preset, damage, colour,
+  reference matched and its coverage, seconds) and, for a toned print that kept its tone under
+  ``colour=auto``, ``colourised``: the same photo colourised, so a person can pick.
+- ``POST /api/detect``: the mask PNG. ``GET /api/progress/{token}``: the stage a request is at.
+  ``POST /api/zip``: ``files`` -> one zip (Python's ``zipfile``: UTF-8 names, a second
+  ``same.png`` becomes ``same-2.png``). ``POST /api/preview``: a PNG of a photo the browser
+  cannot show (TIFF), at most 2048 px.
 - A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
-  one restore at a time (a lock), so two at once never mix their results or settings.
+  one restore at a time, in order (a lock), so two at once never mix their results or settings.
 """
 import argparse
 import base64
@@ -30,6 +39,9 @@ import json
 import sys
 import tempfile
 import threading
+import time
+import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import List, Optional
 
@@ -40,12 +52,18 @@ from stages.processors import KINDS as DAMAGE_KINDS
 from stages.processors import Hints
 
 from .io import ImageError, open_bytes, to_gray, to_mask
+from .policy import COLOURS as COLOUR
+from .policy import PRESETS
 
-PAGE = Path(__file__).parent / "assets" / "app" / "index.html"
+ASSETS = Path(__file__).parent / "assets" / "app"
+PAGE = ASSETS / "index.html"
+SERVED = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}  # beside the page
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#555"/><circle cx="8" cy="8" r="4" fill="#e8a33d"/></svg>')
-MAX_UPLOAD_MB = 50
-COLOUR = {"auto": None, "keep": True, "recolour": False}  # the colour field -> Pipeline.restore(keep_colour=)
+MAX_UPLOAD_MB = 200
+PREVIEW_PX = 2048
+WAITING = "Finishing the previous photo…"
+WARMING = "Preparing the models (first photo only)…"
 
 
 def _png(img: Image.Image) -> bytes:
@@ -58,13 +76,60 @@ def _data_url(img: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(_png(img)).decode()
 
 
+def zip_bytes(files: list) -> bytes:
+    """``[(name, bytes), ...]`` -> a stored zip (PNGs are compressed already); names made unique
+    (``pipeline.restore.unique_names``), UTF-8 flagged by ``zipfile`` where not ASCII."""
+    from .restore import unique_names
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, (_, data) in zip(unique_names([Path(n).name or "photo.png" for n, _ in files]), files):
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 class Restorer:
-    """The pipeline behind the app: uploads in, restorations out, one request at a time."""
+    """The pipeline behind the app: uploads in, restorations out, one request at a time; the
+    stage each request (by its token) is at, for the page's progress line."""
 
     def __init__(self, pipe, max_upload_mb: float = MAX_UPLOAD_MB):
-        self.pipe, self.max_bytes = pipe, int(max_upload_mb * 2 ** 20)
+        self.pipe, self.max_bytes, self.max_mb = pipe, int(max_upload_mb * 2 ** 20), max_upload_mb
         self.lock = threading.Lock()
-        self._refs: tuple = (None, None, None)  # digest of the uploaded references, their Library, their folder
+        self.ready = threading.Event()  # set once the models are warm (or no warm-up was asked for)
+        self.stages: OrderedDict = OrderedDict()  # token -> the stage its request is at (the latest 256)
+        self._refs: tuple = (None, None, None, {})  # digest, Library, folder, {stored name: uploaded name}
+
+    def stage(self, token: Optional[str], line: str) -> None:
+        """Note the stage ``token``'s request is at (the page polls ``/api/progress/{token}``)."""
+        if token:
+            self.stages[token] = line
+            self.stages.move_to_end(token)
+            while len(self.stages) > 256:
+                self.stages.popitem(last=False)
+
+    def held(self, token: Optional[str]):
+        """The lock, saying meanwhile why the request waits (the warm-up, or the previous photo)."""
+        if self.lock.locked():
+            self.stage(token, WAITING if self.ready.is_set() else WARMING)
+        return self.lock
+
+    def warm_up(self) -> None:
+        """Restore two small photos (a gray one with a crack: ``photo``; one with a competition
+        shape: ``competition``) so that the first real photo finds every engine ready."""
+        try:
+            gray, square = np.tile(np.linspace(40, 220, 96, dtype=np.uint8), (96, 1)), np.zeros((96, 96), bool)
+            gray[40:44, 10:80], square[30:50, 30:50] = 250, True
+            with self.lock:
+                self.pipe.restore(gray)
+                self.pipe.restore(np.where(square, 50, gray).astype(np.uint8), mask=square)
+        except Exception as e:  # a failed warm-up only means the first photo waits longer
+            print(f"warning: warm-up failed ({type(e).__name__}: {e})", file=sys.stderr)
+        finally:
+            self.ready.set()
+
+    def _too_big(self, name: str, size: int) -> ImageError:
+        need = int(np.ceil(size / 2 ** 20 / 50) * 50)
+        return ImageError(f"{name}: upload of {size / 2 ** 20:.1f} MB is over the {self.max_mb:g} MB limit; start the "
+                          f"app with --max-upload-mb {need} to take it, or choose a smaller file.")
 
     def references(self, uploads: list):
         """Uploaded reference photos -> a ``Library`` (None for none), indexed once per set of files.
@@ -76,12 +141,14 @@ class Restorer:
         if self._refs[0] != digest:
             from .references import Library
             tmp = tempfile.TemporaryDirectory(prefix="restore-refs-")  # kept while these are the references
+            names = {}
             for i, (name, data) in enumerate(uploads):
                 if len(data) > self.max_bytes:
-                    raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
-                                     f"{self.max_bytes / 2 ** 20:.0f} MB limit")
-                (Path(tmp.name) / f"{i:04d}{Path(name).suffix.lower() or '.png'}").write_bytes(data)
-            self._refs = (digest, Library.build([tmp.name]), tmp)
+                    raise self._too_big(name, len(data))
+                stored = f"{i:04d}{Path(name).suffix.lower() or '.png'}"
+                (Path(tmp.name) / stored).write_bytes(data)
+                names[stored] = Path(name).name
+            self._refs = (digest, Library.build([tmp.name]), tmp, names)
         return self._refs[1]
 
     def read(self, data: bytes, name: str) -> Image.Image:
@@ -89,8 +156,7 @@ class Restorer:
         if not data:
             raise ImageError(f"{name}: empty upload")
         if len(data) > self.max_bytes:
-            raise ImageError(f"{name}: upload of {len(data) / 2 ** 20:.1f} MB is over the "
-                             f"{self.max_bytes / 2 ** 20:.0f} MB limit")
+            raise self._too_big(name, len(data))
         try:
             return open_bytes(data, name)
         except ImageError as e:
@@ -102,33 +168,64 @@ class Restorer:
 
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
                 damage: Optional[str] = None, references: Optional[list] = None, colour: Optional[str] = None,
-                hints: Optional[str] = None, normalise: bool = False):
-        """-> ``Restoration``; raises ``ImageError``/``ValueError`` for a bad request. ``colour``:
-        ``auto``, ``keep`` or ``recolour`` (a colour photo, see ``Pipeline.restore(keep_colour=)``);
-        ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels of the image;
-        ``normalise``: a faded print's tones spread again (``Pipeline.restore(normalise=)``)."""
+                hints: Optional[str] = None, normalise: bool = False, preset: Optional[str] = None,
+                token: Optional[str] = None, both: bool = False):
+        """-> ``(Restoration, colourised Restoration or None)``; raises ``ImageError``/``ValueError``
+        for a bad request. ``colour``: ``auto``, ``keep`` or ``recolour`` (``pipeline.policy.COLOURS``);
+        ``preset``: ``pipeline.policy.PRESETS``; ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``;
+        ``normalise``: a faded print's tones spread again. ``both``: a toned print that kept its
+        tone (``colour`` auto) is also colourised, with the same mask."""
+        self.stage(token, "Reading the photo…")
         im = self.read(image, "image")
         m = to_mask(self.read(mask, "mask"), (im.height, im.width), name="mask upload") if mask else None
         if colour not in (None, *COLOUR):
             raise ValueError(f"colour: must be one of {', '.join(COLOUR)}, got {colour!r}")
+        if preset not in (None, *PRESETS):
+            raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
         hints = _hints(hints) if hints else None
         if damage is not None and damage not in DAMAGE_KINDS:
             raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
         if saturation is not None and not 0 <= saturation <= 2:
             raise ValueError(f"saturation: must be within 0..2, got {saturation}")
-        with self.lock:  # one restore at a time: the engines and their caches are shared
+        opts = dict(return_intermediates=True, damage=damage, hints=hints, normalise=bool(normalise),
+                    saturation=None if saturation is None else float(saturation))
+        with self.held(token):  # one restore at a time: the engines and their caches are shared
             refs = self.references(references or [])
-            return self.pipe.restore(im, mask=m, return_intermediates=True, damage=damage, references=refs,
-                                     saturation=None if saturation is None else float(saturation),
-                                     keep_colour=COLOUR.get(colour), hints=hints, normalise=bool(normalise))
+            self.stage(token, "Repairing and colouring…" if m is not None else "Looking for damage, then repairing…")
+            res = self.pipe.restore(im, mask=m, references=refs, keep_colour=COLOUR.get(colour), preset=preset, **opts)
+            self._name_reference(res.report)
+            alt = None
+            if both and COLOUR.get(colour) is None and "own tone" in res.report.colour:
+                self.stage(token, "Colourising it too, to compare…")
+                alt = self.pipe.restore(im, mask=np.asarray(res.mask) > 0, references=refs, keep_colour=False,
+                                        preset=res.report.preset, **opts)
+        self.stage(token, "Done.")
+        return res, alt
 
-    def detect(self, image: bytes, damage: Optional[str] = None) -> Image.Image:
+    def _name_reference(self, report) -> None:
+        """The matched reference by the name it was uploaded with (they are stored as 0000.png ...)."""
+        ref = report.reference if report is not None else None
+        if ref and ref.get("name"):
+            ref["name"] = self._refs[3].get(ref["name"], ref["name"])
+
+    def detect(self, image: bytes, damage: Optional[str] = None, token: Optional[str] = None) -> Image.Image:
+        """-> the mask (L, 255 = damaged) the detector finds."""
+        self.stage(token, "Reading the photo…")
         gray = to_gray(self.read(image, "image"))
         if damage is not None and damage not in DAMAGE_KINDS:
             raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
-        with self.lock:
+        with self.held(token):
+            self.stage(token, f"Looking for damage in {gray.shape[1]}×{gray.shape[0]} pixels…")
             m = self.pipe.detect(gray, damage)
+        self.stage(token, "Done.")
         return Image.fromarray(m.astype(np.uint8) * 255, "L")
+
+    def preview(self, image: bytes) -> tuple:
+        """-> (a PNG of the photo at most ``PREVIEW_PX`` px wide and high, its full size)."""
+        im = self.read(image, "image")
+        size, im = im.size, im.convert("RGB") if im.mode not in ("L", "RGB") else im
+        im.thumbnail((PREVIEW_PX, PREVIEW_PX))
+        return _png(im), size
 
 
 def _hints(text: str) -> list:
@@ -142,11 +239,11 @@ def _hints(text: str) -> list:
     return Hints.of(items)
 
 
-def _run(fn, *args):
+def _run(fn, *args, **kwargs):
     """``fn(*args)``; a bad request becomes an HTTP 4xx with one line."""
     from fastapi import HTTPException
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except (ImageError, ValueError) as e:
         code = 413 if "over the" in str(e) else 400
         raise HTTPException(code, str(e).splitlines()[0]) from None
@@ -156,13 +253,59 @@ def _body(f) -> Optional[bytes]:
     return f.file.read() if f is not None else None
 
 
-def _bodies(fs) -> list:
-    return [(f.filename or "reference", f.file.read()) for f in fs or []]
+def _full(res, alt, token) -> dict:
+    """``/api/restore/full``'s JSON for a restoration (and its colourised twin, if any)."""
+    out = {"image": _data_url(res.image), "gray": _data_url(res.gray), "mask": _data_url(res.mask),
+           "damaged_fraction": float(np.asarray(res.mask).mean() / 255), "token": token,
+           "report": res.report.to_dict() if res.report is not None else None}
+    if alt is not None:
+        out["colourised"], out["colourised_report"] = _data_url(alt.image), alt.report.to_dict()
+    return out
 
 
-def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB):
-    """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``)."""
-    from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+def _restore_routes(app, r) -> None:
+    from fastapi import Depends, File, Form, UploadFile
+    from fastapi.responses import Response
+
+    def restored(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
+                 saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
+                 references: Optional[List[UploadFile]] = File(None), colour: Optional[str] = Form(None),
+                 hints: Optional[str] = Form(None), normalise: bool = Form(False), preset: Optional[str] = Form(None),
+                 token: Optional[str] = Form(None)):
+        return dict(image=_body(image), mask=_body(mask), saturation=saturation, damage=damage, colour=colour,
+                    references=[(f.filename or "reference", f.file.read()) for f in references or []], hints=hints, normalise=normalise, preset=preset,
+                    token=(token or "")[:64] or None)
+
+    @app.post("/api/restore")
+    def restore(req=Depends(restored)):
+        res, _ = _run(r.restore, **req)
+        return Response(_png(res.image), media_type="image/png", headers={"X-Token": req["token"] or ""})
+
+    @app.post("/api/restore/full")
+    def restore_full(req=Depends(restored)):
+        return _full(*_run(r.restore, **req, both=True), req["token"])
+
+    @app.post("/api/detect")
+    def detect(image: UploadFile = File(...), damage: Optional[str] = Form(None), token: Optional[str] = Form(None)):
+        token = (token or "")[:64] or None
+        return Response(_png(_run(r.detect, _body(image), damage, token)), media_type="image/png",
+                        headers={"X-Token": token or ""})
+
+    @app.post("/api/preview")
+    def preview(image: UploadFile = File(...)):
+        png, (w, h) = _run(r.preview, _body(image))
+        return Response(png, media_type="image/png", headers={"X-Image-Size": f"{w}x{h}"})
+
+    @app.post("/api/zip")
+    def make_zip(files: List[UploadFile] = File(...)):
+        return Response(zip_bytes([(f.filename or "photo.png", f.file.read()) for f in files]),
+                        media_type="application/zip", headers={"Content-Disposition": 'attachment; filename="restored.zip"'})
+
+
+def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_UPLOAD_MB, warm_up: bool = False):
+    """The FastAPI app around ``pipe`` (default: ``Pipeline.load(checkpoint)``). ``warm_up``: the
+    models run once on two small photos in a background thread (tests leave it off)."""
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -170,13 +313,18 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
         from .pipeline import Pipeline
         pipe = Pipeline.load(checkpoint)
     r = Restorer(pipe, max_upload_mb)
+    if warm_up:
+        threading.Thread(target=r.warm_up, daemon=True, name="warm-up").start()
+    else:
+        r.ready.set()
     app = FastAPI(title="restore-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.restorer = r
 
     @app.middleware("http")
     async def limit_size(request: Request, call_next):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > r.max_bytes * 2 + 2 ** 20:
-            return JSONResponse({"detail": f"request of {int(length) / 2 ** 20:.1f} MB is over the limit"}, 413)
+            return JSONResponse({"detail": str(r._too_big("request", int(length)))}, 413)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -189,6 +337,12 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     def page():
         return PAGE.read_text()
 
+    @app.get("/assets/{name}")
+    def asset(name: str):
+        if name not in SERVED:
+            return JSONResponse({"detail": f"{name}: no such file"}, 404)
+        return Response((ASSETS / name).read_bytes(), media_type=SERVED[name])
+
     @app.get("/favicon.ico")
     def favicon():
         return Response(FAVICON, media_type="image/svg+xml")
@@ -197,28 +351,14 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     def info():
         return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
                 "damage": pipe.damage, "damage_kinds": list(DAMAGE_KINDS), "max_upload_mb": max_upload_mb,
+                "presets": list(PRESETS), "preset": pipe.preset, "ready": r.ready.is_set(),
                 "hint_channels": bool(pipe.colorize.config["hints"])}  # hints work with any; these take them in
 
-    def restored(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
-                 saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
-                 references: Optional[List[UploadFile]] = File(None), colour: Optional[str] = Form(None),
-                 hints: Optional[str] = Form(None), normalise: bool = Form(False)):
-        return _run(r.restore, _body(image), _body(mask), saturation, damage, _bodies(references), colour, hints,
-                    normalise)
+    @app.get("/api/progress/{token}")
+    def progress(token: str):
+        return {"token": token, "stage": r.stages.get(token), "ready": r.ready.is_set(), "time": time.time()}
 
-    @app.post("/api/restore")
-    def restore(res=Depends(restored)):
-        return Response(_png(res.image), media_type="image/png")
-
-    @app.post("/api/restore/full")
-    def restore_full(res=Depends(restored)):
-        return {"image": _data_url(res.image), "gray": _data_url(res.gray), "mask": _data_url(res.mask),
-                "damaged_fraction": float(np.asarray(res.mask).mean() / 255)}
-
-    @app.post("/api/detect")
-    def detect(image: UploadFile = File(...), damage: Optional[str] = Form(None)):
-        return Response(_png(_run(r.detect, _body(image), damage)), media_type="image/png")
-
+    _restore_routes(app, r)
     return app
 
 
@@ -228,9 +368,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--checkpoint", default="demo", help="Pipeline folder or shipped name (default: demo)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     ap.add_argument("--port", type=int, default=7860)
-    ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB)
+    ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
+                    help=f"the largest photo the page takes, in MB (default: {MAX_UPLOAD_MB})")
     ap.add_argument("--max-pixels", type=int, default=None,
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
+    ap.add_argument("--no-warm-up", action="store_true",
+                    help="do not run the models once at start (the first photo then waits a few seconds)")
     args = ap.parse_args(argv)
     try:
         import uvicorn
@@ -241,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         Image.MAX_IMAGE_PIXELS = int(args.max_pixels)
     from stages import CheckpointError
     try:
-        app = create_app(checkpoint=args.checkpoint, max_upload_mb=args.max_upload_mb)
+        app = create_app(checkpoint=args.checkpoint, max_upload_mb=args.max_upload_mb, warm_up=not args.no_warm_up)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -147,14 +147,16 @@ def _by_size(items: list) -> list:
 
 
 def restore_album(ray, items: list[tuple[Path, Path | None]], out: Path, checkpoint: str, options: dict,
-                  workers: int | None, batch_size: int):
+                  workers: int | None, batch_size: int, stems: dict | None = None):
     """Yield a manifest row per input as its output lands. ``items``: (input, mask or None);
-    ``workers``: restore actors (None: one per CPU of the cluster, GPUs when ``device`` is cuda)."""
+    ``workers``: restore actors (None: one per CPU of the cluster, GPUs when ``device`` is cuda);
+    ``stems``: input -> output stem (``pipeline.restore.output_stems``; default: the input's own)."""
     gpu = str(options.get("device", "auto")).startswith("cuda")
     total = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))
     workers = max(1, workers or total)
     threads = 1 if gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
-    rows = [{"input": str(p), "mask": str(m) if m else "", "stem": p.stem, "error": ""} for p, m in items]
+    rows = [{"input": str(p), "mask": str(m) if m else "", "stem": (stems or {}).get(p, p.stem), "error": ""}
+            for p, m in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     ds = ds.map_batches(Restorer, fn_constructor_args=(checkpoint, options, threads, str(out)), batch_size=batch_size,
                         concurrency=workers, num_gpus=1 if gpu else 0, num_cpus=0 if gpu else threads,

@@ -134,6 +134,7 @@ class _Album:
         self.saving: list = []
         self.failed = 0
         self.rows: dict[str, dict] = {}  # input -> its manifest row
+        self.stems: dict[Path, str] = {}  # input -> its output's stem (``output_stems``), else its own
 
     def fail(self, message: str, n: int = 1, path=None) -> None:
         print(f"error: {message}", file=sys.stderr)
@@ -183,11 +184,12 @@ class _Album:
             self.bar.update(len(items))
             return
         for (p, g, *_), r in zip(items, results):
-            dst = self.out / f"{p.stem}.png"
+            stem = self.stems.get(p, p.stem)
+            dst = self.out / f"{stem}.png"
             self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
                       damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}",
                       status="restored", **r.report.fields())
-            self.saving.append((dst, self.saver.submit(self._save, r, p.stem), p))
+            self.saving.append((dst, self.saver.submit(self._save, r, stem), p))
         self.bar.update(len(items))
 
     def finish(self) -> list[Path]:
@@ -234,13 +236,56 @@ def _hints(texts: list[str], inputs: int):
     return Hints.of(items)
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with each later repeat (case aside: unpacked on Windows or macOS they collide too)
+    given a suffix before its extension: ``same.png``, ``same-2.png``, ``same-3.png``."""
+    taken, out = set(), []
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        cand, k = name, 2
+        while cand.casefold() in taken:
+            cand, k = f"{stem}-{k}{ext}", k + 1
+        taken.add(cand.casefold())
+        out.append(cand)
+    return out
+
+
+def output_stems(paths: list[Path], earlier: dict[str, str] | None = None) -> dict[Path, str]:
+    """Each input's output stem: its own, and ``stem-2``, ``stem-3`` ... for a later input of the
+    same stem (only same stems collide: competition names are unique and unchanged). ``earlier``:
+    input -> output of a previous run (its manifest): those inputs keep their names, and no other
+    input takes one of them."""
+    earlier = earlier or {}
+    out = {p: Path(earlier[str(p)]).stem for p in paths if earlier.get(str(p))}
+    taken = {Path(o).stem.casefold() for o in earlier.values() if o}
+    for p in paths:
+        if p not in out:
+            cand, k = p.stem, 2
+            while cand.casefold() in taken:
+                cand, k = f"{p.stem}-{k}", k + 1
+            out[p] = cand
+        taken.add(out[p].casefold())
+    return out
+
+
+def _earlier_outputs(out: Path) -> dict[str, str]:
+    """``OUT/manifest.csv`` of an earlier run: input -> output, for the inputs it restored or skipped."""
+    try:
+        with open(out / "manifest.csv", newline="") as f:
+            return {r["input"]: r["output"] for r in csv.DictReader(f)
+                    if r.get("status") in ("restored", "skipped") and r.get("output")}
+    except (OSError, KeyError, csv.Error):
+        return {}
+
+
 def _write_zip(zpath: Path, files: list[Path]) -> None:
-    """A flat zip of ``files`` (stored: PNGs are compressed already), written atomically."""
+    """A flat zip of ``files`` (stored: PNGs are compressed already), written atomically; names
+    kept as they are (``zipfile`` flags a non-ASCII name as UTF-8), a repeated one suffixed."""
     zpath.parent.mkdir(parents=True, exist_ok=True)
     tmp = zpath.with_suffix(zpath.suffix + ".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-        for f in files:
-            z.write(f, arcname=f.name)
+        for f, name in zip(files, unique_names([f.name for f in files])):
+            z.write(f, arcname=name)
     tmp.replace(zpath)
 
 
@@ -374,7 +419,7 @@ def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path
     written = []
     try:
         for row in restore_album(ray, [(p, _mask_of(args, p, n)) for p in todo], album.out, args.checkpoint,
-                                 options, args.workers, args.batch_size):
+                                 options, args.workers, args.batch_size, stems=album.stems):
             if row["error"]:
                 album.fail(row["error"], path=Path(row["input"]))
             else:
@@ -400,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     out = Path(args.out)
-    done = [p for p in paths if args.skip_existing and (out / f"{p.stem}.png").is_file()]
+    stems = output_stems(paths, _earlier_outputs(out) if args.skip_existing else None)
+    done = [p for p in paths if args.skip_existing and (out / f"{stems[p]}.png").is_file()]
     todo = [p for p in paths if p not in set(done)]
     reader = None
     if args.engine == "local":  # start reading while torch and the pipeline load
@@ -423,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs, threads = _jobs(args, engine, len(todo))
     album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, jobs,
                    args.normalise, COLOURS[args.colour], args.preset)
-    album.failed = len(errors)
+    album.failed, album.stems = len(errors), stems
     for p in done:
-        album.note(p, output=str(out / f"{p.stem}.png"), status="skipped")
+        album.note(p, output=str(out / f"{stems[p]}.png"), status="skipped")
     if done:
         print(f"skipped {len(done)} input(s) whose output exists in {out}", file=sys.stderr)
     if args.engine == "ray":
@@ -440,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             reader.close()
             torch.set_num_threads(before)  # main() may be called in a longer process
     album.write_manifest()
-    outputs = written + [out / f"{p.stem}.png" for p in done]
+    outputs = written + [out / f"{stems[p]}.png" for p in done]
     if args.zip and outputs:
         _write_zip(Path(args.zip), outputs)
     print(f"restored {len(written)} image(s) into {out}" + (f", zip {args.zip}" if args.zip and outputs else "")
