@@ -166,6 +166,7 @@ def _stroke(page, start, end):
     page.mouse.up()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
 def test_the_page_in_a_real_browser(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -241,6 +242,7 @@ def test_a_too_large_photo_is_one_line_for_a_person(client, monkeypatch):
     assert r.status_code == 400 and "\n" not in detail and "--max-pixels" in detail and "PIL." not in detail
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
 def test_the_page_has_no_dead_ends_and_works_from_the_keyboard(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
