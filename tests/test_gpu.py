@@ -1,6 +1,6 @@
 """The CUDA paths: training with AMP (bf16, fp16) and channels_last, DDP over NCCL, and restoring
 on the GPU. Marked ``gpu``; every test skips where torch sees no CUDA device (``-m gpu`` selects them
-on a GPU machine, ``benchmarks/gpu_check.py`` times the same paths)."""
+on a GPU machine, ``tools/gpu_check.py`` times the same paths)."""
 import subprocess
 import sys
 

@@ -176,10 +176,10 @@ def test_the_optimizer_is_fused_on_cuda_only():
 
 
 def test_gpu_check_times_the_inpainter_with_the_loaders_prefill(monkeypatch):
-    """benchmarks/gpu_check.py must not time CPU Telea inside the training step."""
+    """tools/gpu_check.py must not time CPU Telea inside the training step."""
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

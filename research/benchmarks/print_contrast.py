@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="demo")
     ap.add_argument("--max-images", type=int, default=50)
     ap.add_argument("--below", default="150,200,220", help="stretch_contrast's range thresholds to compare")
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     args = ap.parse_args()
     photos = Path(args.shared) / "photos"
     roots = [photos / d for d in ("bsds500", "imagenet_sample", "camvid", "imagen", "osie", "road_imagenet", "scenes")]

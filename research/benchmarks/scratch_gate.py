@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, RealDamage, _layer, add_fine_detail, add_grain,  # noqa: E402

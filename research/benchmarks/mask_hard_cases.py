@@ -26,7 +26,7 @@ from pipeline.metrics import mask_iou_f1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     ap.add_argument("--work-sizes", default="", help="mask work sizes to compare (default: the checkpoint's)")
     ap.add_argument("--roots", nargs="*", help="use the held-out split of these photo folders instead")
     ap.add_argument("--seed", type=int, default=3)

@@ -37,7 +37,7 @@ def toned(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     ap.add_argument("--per-set", type=int, default=40)
     ap.add_argument("--thresholds", default="2.5,3,3.5,4,4.5")
     args = ap.parse_args()

@@ -24,7 +24,7 @@ from pipeline import Pipeline
 from pipeline.damage import OLD_PRINT_KINDS, add_grain, apply_real_damage, old_print, real_damage
 from pipeline.io import list_images, to_gray
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _jpeg(g: np.ndarray, q: int = 60) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import pipeline  # noqa: E402,F401  (first: sets the OpenMP spin count)
 from pipeline.color import pil_gray  # noqa: E402
 from pipeline.damage import (OLD_PRINT_KINDS, add_fine_detail, add_grain, apply_real_damage, old_print,  # noqa: E402

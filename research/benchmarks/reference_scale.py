@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from references import big, photos  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def measure(d: Path, idx: Path) -> None:
     print(f"load: {time.perf_counter() - t:.1f} s with the hash tables")
     pipe = Pipeline.load("demo")
     views = sorted((d / "views").glob("*.png"))
-    bsds = sorted((Path(__file__).resolve().parents[2] / "shared/data/photos/bsds500").rglob("*.jpg"))
+    bsds = sorted((Path(__file__).resolve().parents[3] / "shared/data/photos/bsds500").rglob("*.jpg"))
     rng = np.random.default_rng(1)
     times, found, added = {"in": [], "out": []}, {"in": 0, "out": 0}, {"in": [], "out": []}
     for k in range(40):
