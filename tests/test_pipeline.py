@@ -217,7 +217,14 @@ def _scratch_pipe():
     from pipeline import Pipeline
     from stages import MaskDetector
     from tests.conftest import tiny
-    return Pipeline(mask=tiny(MaskDetector), scratch=tiny(MaskDetector, kind="scratches", min_region=5))
+    return Pipeline(mask=tiny(MaskDetector), scratch=tiny(MaskDetector, kind="scratches", min_region=5),
+                    damage_policy={"min_region": 5})
+
+
+def _policy(pipe, **settings):
+    """The pipeline's damage policy with ``settings`` changed."""
+    from dataclasses import replace
+    pipe.damage_policy = replace(pipe.damage_policy, **settings)
 
 
 def test_the_scratch_slot_saves_loads_and_takes_only_a_detector(tmp_path):
@@ -233,10 +240,11 @@ def test_the_scratch_slot_saves_loads_and_takes_only_a_detector(tmp_path):
 
 
 
-def test_a_second_scratch_detector_joins_the_first_whose_threshold_and_gate_decide(monkeypatch, tmp_path):
-    """``scratch2``: its probability joins ``scratch``'s (the higher kept); the threshold and gate stay scratch's."""
+def test_a_second_scratch_detector_joins_the_first_and_the_damage_policy_decides(monkeypatch, tmp_path):
+    """``scratch2``: its probability joins ``scratch``'s (the higher kept); the threshold and gate are
+    the pipeline's damage policy's, not either detector's."""
     pipe = _scratch_pipe()
-    pipe.scratch.set("threshold", 0.7)
+    _policy(pipe, threshold=0.7)
     pipe.scratch2 = tiny(MaskDetector, kind="scratches", threshold=0.1)
     assert pipe.damage == "auto"
     first, second = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
@@ -249,14 +257,13 @@ def test_a_second_scratch_detector_joins_the_first_whose_threshold_and_gate_deci
     m = pipe.detect(gray, damage="scratches")
     assert m[10, 30] and m[40, 30] and not m[55, 30]
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
-    pipe.scratch.set("min_damage", 0.06)         # the gate on the joined find: two scratches pass (8 %) ...
-    pipe.scratch2.set("min_damage", 0.9)         # (the second one's own gate plays no part)
+    _policy(pipe, min_damage=0.06)         # the gate on the joined find: two scratches pass (8 %) ...
     assert pipe.detect(gray, damage="auto")[40, 30]
     second[:] = 0                                # ... one alone (4 %) does not
     assert not pipe.detect(gray, damage="auto").any() and pipe.detect(gray, damage="scratches")[10, 30]
     pipe.save(tmp_path / "p")
     loaded = Pipeline.load(tmp_path / "p")
-    assert loaded.scratch2.config["threshold"] == 0.1 and loaded.scratch.config["threshold"] == 0.7
+    assert loaded.damage_policy.threshold == 0.7 and loaded.damage_policy.min_damage == 0.06
     loaded.scratch = None                        # alone, the second one is the scratch path
     assert loaded.damage == "auto" and loaded.stages["scratch2"] is loaded.scratch2
     with pytest.raises(TypeError, match="scratch2 must be a 'mask' stage"):
@@ -265,8 +272,8 @@ def test_a_second_scratch_detector_joins_the_first_whose_threshold_and_gate_deci
 def test_what_two_scratch_detectors_agree_on_passes_the_gate_the_whole_find_fails(monkeypatch):
     """``min_agree``: regions both detectors find pass the gate alone; one detector's own finds do not."""
     pipe = _scratch_pipe()
-    pipe.scratch.set("threshold", 0.7)
-    pipe.scratch.set("min_damage", 0.05)         # a few spots fail the gate as a whole
+    _policy(pipe, threshold=0.7)
+    _policy(pipe, min_damage=0.05)         # a few spots fail the gate as a whole
     pipe.scratch2 = tiny(MaskDetector, kind="scratches")
     first, second = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
     first[10:14, 10:14] = second[10:14, 10:14] = 0.95   # a spot both see (0.4 % of the image)
@@ -277,12 +284,12 @@ def test_what_two_scratch_detectors_agree_on_passes_the_gate_the_whole_find_fail
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
     gray = np.full((64, 64), 120, np.uint8)
     assert not pipe.detect(gray).any()           # min_agree off: the gate as before
-    pipe.scratch.set("min_agree", 0.003)
+    _policy(pipe, min_agree=0.003)
     m = pipe.detect(gray)
     assert m[11, 11] and not m[41, 41] and not m[51, 21]
-    pipe.scratch.set("min_agree", 0.01)          # they agree on too little
+    _policy(pipe, min_agree=0.01)          # they agree on too little
     assert not pipe.detect(gray).any()
-    pipe.scratch.set("min_agree", 0.003)
+    _policy(pipe, min_agree=0.003)
     pipe.scratch2 = None                         # one detector alone agrees with nobody
     assert not pipe.detect(gray).any()
     assert pipe.detect(gray, damage="scratches")[41, 41]
@@ -294,9 +301,9 @@ def test_a_detectors_turned_views_vote_a_find_that_turns_with_the_photo_passes_o
     votes too; damage it finds in every view passes without the first detector, a false find tied
     to the array (not to the photo) lands elsewhere once turned back and gets one vote."""
     pipe = _scratch_pipe()
-    pipe.scratch.set("threshold", 0.7)
-    pipe.scratch.set("min_damage", 0.05)         # the spots fail the gate as a whole
-    pipe.scratch.set("min_agree", 0.003)
+    _policy(pipe, threshold=0.7)
+    _policy(pipe, min_damage=0.05)         # the spots fail the gate as a whole
+    _policy(pipe, min_agree=0.003)
     pipe.scratch2 = tiny(MaskDetector, kind="scratches")
     gray = np.full((64, 64), 120, np.uint8)
     gray[10:14, 20:24] = 250                     # real damage: in the photo, turns with it
@@ -310,16 +317,16 @@ def test_a_detectors_turned_views_vote_a_find_that_turns_with_the_photo_passes_o
     monkeypatch.setattr(MaskDetector, "scratch_probabilities", probs)
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))  # no shape
     assert not pipe.detect(gray).any()           # no views: the first detector agrees with nothing
-    pipe.scratch2.set("agree_views", ["mirror", "transpose"])
-    pipe.scratch.set("min_votes", 3)             # 3 of 4: scratch, scratch2 and its two views
+    _policy(pipe, views={"scratch2": ["mirror", "transpose"]})
+    _policy(pipe, min_votes=3)             # 3 of 4: scratch, scratch2 and its two views
     m = pipe.detect(gray)
     assert m[11, 21] and not m[41, 31] and not m[31, 41]
-    pipe.scratch.set("min_votes", 4)             # all four: the first one never votes
+    _policy(pipe, min_votes=4)             # all four: the first one never votes
     assert not pipe.detect(gray).any()
-    pipe.scratch.set("min_votes", 2)             # 2 of 4: the array-bound find and its mirror agree
+    _policy(pipe, min_votes=2)             # 2 of 4: the array-bound find and its mirror agree
     assert pipe.detect(gray)[41, 31] and not pipe.detect(gray)[31, 41]
-    pipe.scratch.set("min_votes", 3)
-    pipe.scratch.set("min_agree", 0.05)          # the find covers less than min_agree: no views run
+    _policy(pipe, min_votes=3)
+    _policy(pipe, min_agree=0.05)          # the find covers less than min_agree: no views run
     seen = []
     monkeypatch.setattr(MaskDetector, "view_probabilities", lambda *a, **k: seen.append(1))
     assert not pipe.detect(gray).any() and not seen
@@ -339,14 +346,49 @@ def test_view_probabilities_see_the_photo_turned_and_turn_the_probabilities_back
     np.testing.assert_array_equal(seen[0], turn(gray))
 
 
-@pytest.mark.parametrize("key, value", [("agree_views", ["sideways"]), ("agree_views", "mirror"),
-                                        ("min_votes", -1), ("min_votes", 1.5)])
-def test_bad_agreement_settings_are_refused_in_one_line(key, value):
-    with pytest.raises(ValueError, match=key):
-        MaskDetector(kind="scratches", encoder_name="resnet18", **{key: value})
-    det = tiny(MaskDetector, kind="scratches")
-    with pytest.raises(ValueError, match=key):
-        det.set(key, value)
+@pytest.mark.parametrize("key, value", [("views", {"scratch2": ["sideways"]}), ("views", {"scratch2": "mirror"}),
+                                        ("min_votes", -1), ("min_votes", 1.5), ("work_side", 10)])
+def test_bad_damage_policy_settings_are_refused_in_one_line(key, value, tmp_path):
+    import yaml
+    from pipeline.policy import DamagePolicy
+    with pytest.raises(ValueError, match=f"damage.{key}"):
+        DamagePolicy(**{key: value})
+    pipe = _scratch_pipe()
+    pipe.save(tmp_path / "p")
+    meta = yaml.safe_load((tmp_path / "p" / "pipeline.yaml").read_text())
+    meta["damage"][key] = value
+    (tmp_path / "p" / "pipeline.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(ValueError, match=f"damage.{key}"):
+        Pipeline.load(tmp_path / "p")
+
+
+def test_a_pipeline_saved_before_the_damage_policy_runs_the_gate_its_detector_held(tmp_path):
+    """Older checkpoints: the scratch detector's gate settings become the damage policy at load
+    (the stage no longer has them); unknown keys never break a load."""
+    import yaml
+    pipe = _scratch_pipe()
+    pipe.scratch2 = tiny(MaskDetector, kind="scratches")
+    pipe.save(tmp_path / "p")
+    f = tmp_path / "p" / "pipeline.yaml"
+    meta = yaml.safe_load(f.read_text())
+    del meta["damage"]
+    meta["options"]["someday"] = 1
+    f.write_text(yaml.safe_dump(meta))
+    for slot, extra in (("scratch", {"threshold": 0.7, "min_damage": 0.007, "min_line": 0.5, "min_agree": 0.002,
+                                     "min_votes": 3, "a_future_setting": 1}),
+                        ("scratch2", {"agree_views": ["mirror", "transpose"], "min_damage": 0.01})):
+        cf = tmp_path / "p" / slot / "config.yaml"
+        c = yaml.safe_load(cf.read_text())
+        c["config"].update(extra)
+        cf.write_text(yaml.safe_dump(c))
+    old = Pipeline.load(tmp_path / "p")
+    d = old.damage_policy
+    assert (d.threshold, d.min_region, d.min_damage, d.min_line, d.min_agree, d.min_votes) == (0.7, 5, 0.007, 0.5,
+                                                                                                 0.002, 3)
+    assert d.views == {"scratch2": ["mirror", "transpose"]}
+    assert "min_damage" not in old.scratch.config and "agree_views" not in old.scratch2.config
+    old.save(tmp_path / "q")
+    assert Pipeline.load(tmp_path / "q").damage_policy == d
 
 
 def test_detect_sends_shapes_to_the_mask_detector_and_the_rest_to_the_scratch_detector(monkeypatch):
@@ -385,13 +427,13 @@ def test_auto_leaves_a_photo_alone_when_the_scratch_detector_finds_too_little(mo
     line[50, 5:60] = 1
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
     monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(line)[None, None])
-    pipe.scratch.set("min_damage", 0.2)          # the line covers ~4 % of the image once grown
+    _policy(pipe, min_damage=0.2)          # the line covers ~4 % of the image once grown
     assert not pipe.detect(gray).any()           # auto: too little to call the photo damaged
     assert pipe.detect(gray, damage="scratches")[50, 10]  # asked for scratches: the line
-    pipe.scratch.set("min_damage", 0.01)
+    _policy(pipe, min_damage=0.01)
     assert pipe.detect(gray)[50, 10]
     line[50, 5:60] = 0.8                         # found (above the threshold), but nowhere sure (< 0.9)
-    pipe.scratch.set("min_sure", 0.005)
+    _policy(pipe, min_sure=0.005)
     assert not pipe.detect(gray).any() and pipe.detect(gray, damage="scratches")[50, 10]
     line[50, 5:40] = 0.95                        # sure on 35 px: 0.85 % of the image
     assert pipe.detect(gray)[50, 10]
@@ -406,9 +448,9 @@ def test_auto_leaves_speckle_alone_but_keeps_cracks_when_it_asks_for_lines(monke
     prob = cv2.dilate(prob, np.ones((3, 3), np.uint8))
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
     monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(prob)[None, None])
-    pipe.scratch.set("min_damage", 0.01)
+    _policy(pipe, min_damage=0.01)
     assert pipe.detect(gray)[8, 8]               # without min_line the specks pass the gate
-    pipe.scratch.set("min_line", 0.5)
+    _policy(pipe, min_line=0.5)
     assert not pipe.detect(gray).any()           # none of them is long and thin
     assert pipe.detect(gray, damage="scratches")[8, 8]  # asked for scratches: no gate
     prob[60, 2:62] = 1                           # two long cracks beside them: most of the find is lines
@@ -427,13 +469,13 @@ def test_the_scratch_path_follows_a_crack_where_the_network_is_less_sure(monkeyp
     prob[40, 5:60] = 0.4                         # another faint line, sure nowhere
     monkeypatch.setattr(type(pipe.mask), "probabilities", lambda self, x: torch.zeros_like(x))
     monkeypatch.setattr(type(pipe.scratch), "detail_probabilities", lambda self, x: torch.from_numpy(prob)[None, None])
-    pipe.scratch.set("min_damage", 0.01)
+    _policy(pipe, min_damage=0.01)
     plain = pipe.detect(gray)
     assert plain[20, 10] and not plain[20, 50] and not plain[40, 30]
-    pipe.scratch.set("grow_threshold", 0.3)
+    _policy(pipe, grow_threshold=0.3)
     grown = pipe.detect(gray)
     assert grown[20, 50] and not grown[40, 30]   # followed along the crack only
-    pipe.scratch.set("min_damage", 0.03)         # the sure part alone is too little (grown, 4 %): the rest
+    _policy(pipe, min_damage=0.03)         # the sure part alone is too little (grown, 4 %): the rest
     assert not pipe.detect(gray).any()           # does not carry it past the gate
 
 

@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from PIL import Image
@@ -78,16 +79,20 @@ class Pipeline:
     ``scratch2``, joins it there (see ``detect``); an optional second colorizer,
     ``colorize_photo``, colours for the ``photo`` preset. Options, saved in pipeline.yaml:
     ``precision``, ``backend`` (``pipeline.engines``), ``tile_size`` / ``tile_overlap``,
-    ``preset`` (``pipeline.policy.PRESETS``: what ``restore`` uses when not told). The rest are
-    stage settings; ``context`` and ``hole_saturation``, pipeline options before, still work here
+    ``preset`` (``pipeline.policy.PRESETS``: what ``restore`` uses when not told); and, in its
+    own ``damage:`` section, ``damage_policy`` (``pipeline.policy.DamagePolicy``: which old-photo
+    damage is repaired). The rest are stage settings; ``context`` and ``hole_saturation``, pipeline options before, still work here
     with a deprecation warning for one release."""
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None, colorize: Stage | None = None,
                  precision: str | dict = "fp32", tile_size: int = 1024, tile_overlap: int = 128,
                  context: int | None = None, backend: str = "torch", scratch: Stage | None = None,
                  hole_saturation: float | None = None, scratch2: Stage | None = None,
-                 colorize_photo: Stage | None = None, preset: str = "auto"):
+                 colorize_photo: Stage | None = None, preset: str = "auto",
+                 damage_policy: "policy.DamagePolicy | dict | None" = None):
         self.preset = policy.check_preset(preset)
+        self.damage_policy = (damage_policy if isinstance(damage_policy, policy.DamagePolicy)
+                              else policy.DamagePolicy.of(damage_policy))
         self.backend = backend
         self._stages: dict[str, Stage | None] = {}
         self.device = torch.device("cpu")
@@ -167,7 +172,7 @@ class Pipeline:
         for name, stage in self.stages.items():
             stage.save(path / name, dtype=dtype)
         meta = {"format": FORMAT, "stages": {k: v.name for k, v in self.stages.items()},
-                "options": {k: getattr(self, k) for k in OPTIONS}}
+                "options": {k: getattr(self, k) for k in OPTIONS}, "damage": self.damage_policy.to_dict()}
         atomic_write_bytes(path / "pipeline.yaml", yaml.safe_dump(meta, sort_keys=False).encode())
         return path
 
@@ -180,9 +185,16 @@ class Pipeline:
         # an engine running a network from its cache needs no torch network: built at first use, if ever
         defer = engines.may_skip_torch(options.get("backend", saved.get("backend", "torch")), torch.device(device))
         stages = {name: Stage.load(path / name, defer_net=defer) for name in meta.get("stages", {})}
+        if "damage" in meta:
+            damage = policy.DamagePolicy.of(meta["damage"])
+        else:  # saved before the damage policy: the gate its first scratch detector held
+            from stages.checkpoint import read_stage_config
+            damage = policy.DamagePolicy.from_stage_configs(
+                {s: read_stage_config(path / s).get("config") or {} for s in SCRATCH_SLOTS if s in stages})
         for key, slot in MOVED.items():  # upgrade: a former pipeline option becomes its stage's setting
             if key in saved and stages.get(slot) is not None:
                 stages[slot].set(key, saved[key])
+        options.setdefault("damage_policy", damage)
         return cls(**stages, **{**{k: v for k, v in saved.items() if k in OPTIONS}, **options}).to(device)
 
     # ------------------------------------------------------------------ the chain
@@ -192,16 +204,46 @@ class Pipeline:
             raise RuntimeError(f"this Pipeline has no {slot!r} stage")
         return engines.install(stage, slot, self.backend, self.precision, self.device)
 
-    def detect(self, gray, damage: str | None = None):
+    def detect(self, gray, damage: str | None = None, points=None, explain: bool = False):
         """(H,W) uint8 damaged gray -> (H,W) bool mask (a list of same-size grays: one batch, a
-        list of masks): ``MaskDetector.detect`` with the ``scratch`` and ``scratch2`` slots'
-        detectors for old-photo damage (the higher probability of the two kept; ``scratch``'s
-        threshold and gate decide). ``damage``: ``shape``, ``scratches``, ``auto`` or None (``self.damage``)."""
-        grays = gray if isinstance(gray, list) else [gray]
-        slots = [s for s in SCRATCH_SLOTS if self._stages.get(s) is not None]
-        scratch = (lambda: [self._ready(s) for s in slots]) if slots else None  # their engines when needed
-        masks = self._ready("mask").detect(grays, damage or self.damage, scratch=scratch, tile=self._tile)
-        return masks if isinstance(gray, list) else masks[0]
+        list of masks): ``MaskDetector.detect`` finds a competition shape; the rest is the scratch
+        path of the damage policy (``self.damage_policy``, ``pipeline.policy.DamagePolicy``) over
+        the ``scratch`` and ``scratch2`` detectors (without them, the mask detector's). ``damage``:
+        ``shape``, ``scratches``, ``auto``, ``none`` (only ``points``) or None (``self.damage``).
+        ``points``: ``[(x, y), ...]`` clicks on damage (a list of such lists for a list of grays),
+        each selecting the damage it lies on (``pipeline.select``), added to what ``damage``
+        finds. ``explain``: return ``(masks, [(rule, why), ...])`` instead (for one gray, one
+        pair): which rule decided and why."""
+        single = not isinstance(gray, list)
+        grays = [gray] if single else gray
+        pts = [points] if single else (points or [None] * len(grays))
+        damage = damage or self.damage
+        slots = [s for s in SCRATCH_SLOTS if self._stages.get(s) is not None] or ["mask"]
+        why: dict = {}
+
+        def scratch(g, gated):
+            m, rule, text = self.damage_policy.find(g, {s: self._ready(s) for s in slots}, gated, self._tile)
+            why[id(g)] = (rule, text)
+            return m
+        if damage == "none":
+            masks = [np.zeros(g.shape, bool) for g in grays]
+            reasons = [("none", "no damage looked for")] * len(grays)
+        else:
+            masks = self._ready("mask").detect(grays, damage, scratch=scratch, tile=self._tile)
+            reasons = [why.get(id(g)) or ("shape", f"a constant-gray shape on {m.mean():.1%} of the image")
+                       for g, m in zip(grays, masks)]
+        if any(p for p in pts):
+            from .select import select
+            dets = {s: self._ready(s) for s in slots}
+            for i, (g, p) in enumerate(zip(grays, pts)):
+                if p:
+                    chosen = select(g, p, dets, self.damage_policy, self._tile)
+                    masks[i] = masks[i] | chosen
+                    reasons[i] = ("points", f"{len(p)} click(s) selected {chosen.mean():.1%}; "
+                                  + reasons[i][1])
+        if explain:
+            return (masks[0], reasons[0]) if single else (masks, reasons)
+        return masks[0] if single else masks
 
     def fill(self, gray, mask, reference=None):
         """(H,W) uint8 gray + (H,W) bool mask -> (H,W) uint8 gray, equal to ``gray`` outside the
@@ -237,7 +279,7 @@ class Pipeline:
 
     def restore(self, img, mask=None, return_intermediates: bool = False, damage: str | None = None,
                 saturation: float | None = None, references=None, hints=None, keep_colour: bool | None = None,
-                normalise: bool = False, preset: str | None = None):
+                normalise: bool = False, preset: str | None = None, points=None):
         """Restore one image: a path, PIL image or uint8 array of any size and mode. ``mask``: optional (path/PIL/array, nonzero = damaged, same
         size), skips detection. ``damage`` and ``saturation``: as in ``detect`` and ``color``.
         ``references``: photos of the same scene (a ``pipeline.references.Library``, an index
@@ -249,33 +291,42 @@ class Pipeline:
         the ``photo`` preset a toned print its tone), or is coloured from its gray (False).
         ``normalise``: a faded print's tones spread again (its gray's range:
         ``stages.processors.stretch_contrast``). ``preset``: ``auto``, ``competition`` or ``photo``
-        (None: the pipeline's ``preset``; ``pipeline.policy``). Returns a PIL RGB image of the
+        (None: the pipeline's ``preset``; ``pipeline.policy``). ``points``: ``[(x, y), ...]``
+        clicks on damage: what each lies on is repaired too (``detect(points=...)``; with
+        ``damage="none"`` only that). Returns a PIL RGB image of the
         input's size, or with ``return_intermediates=True`` a ``Restoration`` (``.image``,
         ``.mask``, ``.gray``, ``.report``)."""
         gray, m, colour = read_input(img, mask, keep_colour)
         r = self.restore_many([gray], [m], damage, saturation, references, [hints], [colour], normalise,
-                              keep_colour=keep_colour, preset=preset)[0]
+                              keep_colour=keep_colour, preset=preset, points=[points])[0]
         return r if return_intermediates else r.image
 
     def restore_many(self, grays: list, masks: list | None = None, damage: str | None = None,
                      saturation: float | None = None, references=None, hints: list | None = None,
                      colours: list | None = None, normalise: bool = False, keep_colour: bool | None = None,
-                     preset: str | None = None) -> list:
+                     preset: str | None = None, points: list | None = None) -> list:
         """Restore several (H,W) uint8 grays of ONE size as batches; ``masks`` items may be None
         (detect); ``hints``: one item per gray (see ``restore``), or None; ``colours``: per gray,
         the (H,W,3) uint8 colour of the input it came from (None: a gray input), kept or not as
         ``keep_colour`` and the preset decide (``restore``); ``normalise``: as in ``restore``
-        (never a kept colour photo's gray). Each gray gets its own preset; the colour runs in one
-        batch per preset. Returns ``Restoration`` objects in order."""
+        (never a kept colour photo's gray); ``points``: per gray, clicks on damage (or None), added
+        to a given mask or to what ``damage`` finds. Each gray gets its own preset; the colour runs
+        in one batch per preset. Returns ``Restoration`` objects in order."""
         n = len(grays)
         colours = list(colours or [None] * n)
         ask = policy.check_preset(preset or self.preset)
         t0 = time.perf_counter()
-        given = [m is not None for m in (masks or [None] * n)]
         masks = list(masks or [None] * n)
+        points = list(points or [None] * n)
+        reasons = [("given", "a given mask") if m is not None else None for m in masks]
         todo = [i for i, m in enumerate(masks) if m is None]
-        for i, m in zip(todo, self.detect([grays[i] for i in todo], damage) if todo else []):
-            masks[i] = m
+        if todo:
+            found, why = self.detect([grays[i] for i in todo], damage, [points[i] for i in todo], explain=True)
+            for i, m, w in zip(todo, found, why):
+                masks[i], reasons[i] = m, w
+        for i in [i for i in range(n) if i not in todo and points[i]]:  # clicks beside a given mask
+            chosen, (_, w) = self.detect(grays[i], "none", points[i], explain=True)
+            masks[i], reasons[i] = masks[i] | chosen, ("points", w.split(";")[0] + "; and a given mask")
         t1 = time.perf_counter()
         chosen = [policy.choose_preset(ask, g, m, c) for g, m, c in zip(grays, masks, colours)]
         kept = [policy.decide_colour(policy.PRESET[p], c, keep_colour) for (p, _), c in zip(chosen, colours)]
@@ -305,12 +356,11 @@ class Pipeline:
         out = []
         for i, (c, m, f) in enumerate(zip(images, masks, filled)):
             share = float(m.mean()) if m.size else 0.0
-            rule = "given" if given[i] else ("detected" if m.any() else "none found")
             ref = None if lib is None else (
                 {"name": os.path.basename(matched[i].source) or None, "coverage": float(matched[i].valid.mean())}
                 if matched[i] is not None else {"name": None, "coverage": 0.0})
-            report = Report(chosen[i][0], chosen[i][1], rule, share, kept[i][1], ref,
-                            {k: round(v, 4) for k, v in seconds.items() if k != "detect" or not given[i]})
+            report = Report(chosen[i][0], chosen[i][1], *reasons[i], share, kept[i][1], ref,
+                            {k: round(v, 4) for k, v in seconds.items() if k != "detect" or i in todo})
             out.append(Restoration(image=Image.fromarray(c, "RGB"), mask=Image.fromarray(m.astype("uint8") * 255, "L"),
                                    gray=Image.fromarray(f, "L"), report=report))
         return out
@@ -319,4 +369,4 @@ class Pipeline:
 
 
 OPTIONS = tuple(k for k in inspect.signature(Pipeline.__init__).parameters
-                if k not in ("self", *SLOTS, *MOVED))  # pipeline.yaml options: the constructor's, one home
+                if k not in ("self", *SLOTS, *MOVED, "damage_policy"))  # pipeline.yaml options: the constructor's, one home

@@ -1,6 +1,8 @@
 """The policy of one restore, at the pipeline level: which preset applies (``choose_preset``),
-whether an input keeps its own colour (``decide_colour``), and what the restore reports
-(``Report``). The stages know nothing of it: a preset only chooses the settings each call passes.
+whether an input keeps its own colour (``decide_colour``), which damage is repaired
+(``DamagePolicy``, pipeline.yaml's ``damage:`` section) and what the restore reports (``Report``).
+The stages know nothing of it: a preset only chooses the settings each call passes, and the
+detectors give probability maps.
 
 Two presets (``PRESETS``):
 
@@ -15,7 +17,7 @@ a single-channel gray with one constant gray in [0, 100] under 0.5-20 % of it), 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import cv2
 import numpy as np
@@ -146,15 +148,140 @@ def decide_colour(preset: Preset, colour: np.ndarray | None, keep_colour: bool |
     return None, "colourised (a gray or toned photo)" if not preset.keep_tone else "colourised (a gray photo)"
 
 
+SURE = 0.9             # the probability ``DamagePolicy.min_sure`` counts as sure
+LINE_ELONGATION = 6.0  # a region this many times longer than wide counts as a line (``min_line``)
+VIEWS = ("mirror", "flip", "rot180", "transpose", "rot90", "rot270", "antitranspose")  # stages.mask.VIEWS
+
+
+@dataclass(frozen=True)
+class DamagePolicy:
+    """Which old-photo damage a restore repairs, from the scratch detectors' probabilities (one
+    home: pipeline.yaml's ``damage:`` section; a pipeline saved before it takes these from its
+    first scratch detector's config, ``from_stage_configs``).
+
+    The scratch path: the detectors' probabilities (the highest kept) at the working size
+    (``work_side``: a larger photo is brought down to this long side, where cracks have the widths
+    the detectors learned; the mask is brought back up), over ``threshold``, regions under
+    ``min_region`` px dropped. Asked for scratches, that is the mask. Under ``auto`` (a gate: leave
+    undamaged photos alone) it is kept only when it covers ``min_damage`` of the image, is sure
+    (probability ≥ ``SURE``) on ``min_sure`` of it and has ``min_line`` of it in long thin regions;
+    failing that, the regions where ``min_votes`` voters (0: all) agree pass when they cover
+    ``min_agree`` of the image (voters: each detector, and each detector's turned ``views``, a
+    ``{slot: [view, ...]}`` of ``VIEWS``); else nothing. ``grow_threshold`` (None: off): a find
+    then grows along this lower threshold. ``select_threshold``: what a click selects
+    (``pipeline.select``)."""
+    threshold: float = 0.5
+    min_region: int = 0
+    min_damage: float = 0.0
+    min_sure: float = 0.0
+    min_line: float = 0.0
+    min_agree: float = 0.0
+    min_votes: int = 0
+    views: dict = field(default_factory=dict)
+    grow_threshold: float | None = None
+    work_side: int | None = None
+    select_threshold: float = 0.2
+
+    def __post_init__(self):
+        for slot, vs in self.views.items():
+            if isinstance(vs, str) or any(v not in VIEWS for v in vs):
+                raise ValueError(f"damage.views.{slot} must be a list of {', '.join(VIEWS)}, got {vs!r}")
+        if isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int) or self.min_votes < 0:
+            raise ValueError(f"damage.min_votes must be a whole number >= 0 (0: all voters), got {self.min_votes!r}")
+        if self.work_side is not None and self.work_side < 64:
+            raise ValueError(f"damage.work_side must be None or at least 64 px, got {self.work_side!r}")
+
+    @classmethod
+    def of(cls, section: dict | None) -> "DamagePolicy":
+        """pipeline.yaml's ``damage:`` section -> a policy; unknown keys are ignored (a warning)."""
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        if set(section) - known:
+            import logging
+            logging.getLogger(__name__).warning("pipeline.yaml damage: ignoring unknown setting(s) %s",
+                                                ", ".join(sorted(set(section) - known)))
+        return cls(**{k: v for k, v in section.items() if k in known})
+
+    @classmethod
+    def from_stage_configs(cls, configs: dict) -> "DamagePolicy":
+        """``{slot: raw config}`` of a pipeline saved before the policy -> the policy it ran: the
+        first scratch detector's threshold, min_region and gate, every detector's ``agree_views``."""
+        if not configs:
+            return cls()
+        first = next(iter(configs.values()))
+        keys = ("threshold", "min_region", "min_damage", "min_sure", "min_line", "min_agree", "min_votes",
+                "grow_threshold")
+        views = {slot: list(c["agree_views"]) for slot, c in configs.items() if c.get("agree_views")}
+        return cls(**{k: first[k] for k in keys if k in first}, views=views)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def work_scale(self, shape: tuple) -> float:
+        """The factor (≤ 1) an (H, W) photo is brought down by to find damage."""
+        return min(1.0, self.work_side / max(shape)) if self.work_side else 1.0
+
+    def find(self, gray: np.ndarray, detectors: dict, gated: bool, tile=(1024, 128)) -> tuple[np.ndarray, str, str]:
+        """(H,W) uint8 gray -> ``(mask (H,W) bool, rule, why)``: the scratch path with
+        ``detectors`` (``{slot: MaskDetector}``, in order); ``gated``: under ``auto``."""
+        from stages.processors import MaskProcessor
+        s = self.work_scale(gray.shape)
+        g = gray if s == 1 else cv2.resize(gray, (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s))),
+                                           interpolation=cv2.INTER_AREA)
+        post = MaskProcessor(kind="scratches", min_region=self.min_region)
+        probs = [d.scratch_probabilities(g, tile) for d in detectors.values()]
+        prob = np.maximum.reduce(probs)
+        m = post(prob > self.threshold, g, "scratches")
+        rule, why = "scratches", f"scratches asked for: {m.mean():.1%} over probability {self.threshold}"
+        if gated:
+            m, rule, why = self._gate(g, m, prob, probs, detectors, post, tile)
+        low = self.grow_threshold
+        if low is not None and low < self.threshold and m.any():
+            from stages.regions import touching
+            m = post(touching(prob > low, m), g, "scratches")
+        if s != 1:
+            m = cv2.resize(m.astype(np.uint8), gray.shape[::-1], interpolation=cv2.INTER_LINEAR) > 0
+            why += f" (found at {g.shape[1]}x{g.shape[0]}, the working size)"
+        return m, rule, why
+
+    def _gate(self, g, m, prob, probs, detectors, post, tile) -> tuple[np.ndarray, str, str]:
+        from stages.regions import line_share, touching
+        share, sure = float(m.mean()), float((prob >= SURE).mean())
+        lines = line_share(m, LINE_ELONGATION) if self.min_line > 0 else 1.0
+        if not m.any():
+            return m, "none", "nothing over the threshold: left alone"
+        if share >= self.min_damage and sure >= self.min_sure and lines >= self.min_line:
+            return m, "damage", (f"damage on {share:.1%} (≥ {self.min_damage:.1%}), {lines:.0%} of it in lines "
+                                 f"(≥ {self.min_line:.0%}): repaired")
+        failed = (f"a find of {share:.1%} (needs {self.min_damage:.1%}), {lines:.0%} in lines "
+                  f"(needs {self.min_line:.0%})")
+        views = [(d, v) for slot, d in detectors.items() for v in self.views.get(slot, ())]
+        voters = len(probs) + len(views)
+        need = min(self.min_votes or voters, voters)
+        if not (self.min_agree > 0 and need >= 2) or share < self.min_agree:
+            return np.zeros_like(m), "none", f"{failed}: left alone"
+        probs = probs + [d.view_probabilities(g, v, tile) for d, v in views]
+        votes = np.add.reduce([p > self.threshold for p in probs], dtype=np.int32)
+        agreed = post(votes >= need, g, "scratches")
+        if agreed.mean() < self.min_agree:
+            return np.zeros_like(m), "none", (f"{failed}; {need} of {voters} voters agree on {agreed.mean():.2%} "
+                                              f"(needs {self.min_agree:.2%}): left alone")
+        return touching(m, agreed, connectivity=8), "agreement", (
+            f"{failed}; {need} of {voters} voters agree on {agreed.mean():.2%} (≥ {self.min_agree:.2%}): "
+            "the regions they agree on repaired")
+
+
 @dataclass
 class Report:
     """What one restore did, in words and numbers: ``preset`` and ``preset_why``; ``damage``, the
-    rule that gave the mask (``given``, ``detected``, ``none found``) and its ``damage_share`` of
-    the image; ``colour``, what happened to the colour; ``reference``, the matched reference
-    (``{"name", "coverage"}``) or None; ``seconds`` per step."""
+    rule that gave the mask (``given``, ``shape``, ``scratches``, ``damage``, ``agreement``,
+    ``none``, ``points``), ``damage_why`` (the rule's reasons) and ``damage_share`` of the image;
+    ``colour``, what happened to the colour; ``reference``, the matched reference (``{"name",
+    "coverage"}``; name None: none matched) or None (none given); ``seconds`` per step."""
     preset: str
     preset_why: str
     damage: str
+    damage_why: str
     damage_share: float
     colour: str
     reference: dict | None = None
@@ -175,5 +302,5 @@ class Report:
         ref = (f"reference {self.reference['name']} matched, covering {self.reference['coverage']:.0%}"
                if self.reference else "no reference matched")
         return [f"preset: {self.preset} ({self.preset_why})",
-                f"damage: {self.damage} ({self.damage_share:.1%} of the image)",
+                f"damage: {self.damage_why} ({self.damage_share:.1%} of the image)",
                 f"colour: {self.colour}", ref]

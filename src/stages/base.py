@@ -18,6 +18,7 @@ import contextlib
 import functools
 import inspect
 import itertools
+import logging
 import os
 import threading
 from pathlib import Path
@@ -29,6 +30,8 @@ from torch import nn
 from .checkpoint import _plain, check_weights, read_file, read_stage_config, read_weights, write_stage
 from .registry import STAGES, CheckpointError
 from .runtimes import RUNTIMES, TorchAutocast, export_onnx
+
+log = logging.getLogger(__name__)
 
 
 def _record_config(init):
@@ -316,6 +319,10 @@ class Stage(nn.Module):
             raise CheckpointError(f"{path}: holds a {klass.__name__} ({meta['stage']!r} stage), "
                                   f"not a {cls.__name__}")
         config = klass.upgrade_config(dict(meta.get("config") or {}))
+        unknown = sorted(set(config) - set(klass.defaults()))
+        if unknown:  # a setting this version no longer has (or not yet): the load goes on without it
+            log.warning("%s/config.yaml: ignoring unknown %s setting(s) %s", path, klass.__name__, ", ".join(unknown))
+            config = {k: v for k, v in config.items() if k not in unknown}
         config["encoder_weights"] = None  # the weights come from the checkpoint, never a download
         defer = defer_net and torch.device(map_location).type == "cpu"
         try:

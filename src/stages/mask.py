@@ -12,11 +12,9 @@ from .metrics import mask_iou_f1
 from .nets import (TTA_SIZES, build_unet, dihedral, gaussian_blur, gray_batch, grow, pad_to_multiple, shrink, tiled,
                    tta_mean)
 from .processors import KINDS, MaskProcessor
-from .regions import line_share, touching
 
 _P = MaskProcessor  # the post-processing's defaults are its fields' (one home)
-SURE = 0.9  # the probability ``min_sure`` counts as sure
-# agree_views -> the dihedral transform of stages.nets.dihedral (rot90: a quarter turn clockwise)
+# a turned view -> the dihedral transform of stages.nets.dihedral (rot90: a quarter turn clockwise)
 VIEWS = {"mirror": 1, "flip": 2, "rot180": 3, "transpose": 4, "rot90": 5, "rot270": 6, "antitranspose": 7}
 
 
@@ -30,31 +28,15 @@ class MaskDetector(Stage):
     ``detail_size`` (the same for the scratch path; None: full size, tiled); ``kind``, the damage
     looked for when the caller names none; the post-processing of ``stages.processors.MaskProcessor``
     (``refine``, ``refine_band``, ``max_fill``, ``keep_largest``, ``fill_holes``, ``min_region``,
-    ``min_shape``); ``min_damage``, the least share of the image the scratch path must find for
-    ``damage="auto"`` to call a photo damaged at all (the first rule: leave undamaged photos alone),
-    and ``min_sure``, the least share where it is sure (probability ≥ 0.9; a false find on an
-    undamaged photo is mostly unsure); ``min_line``, the least share of it in long thin regions
-    (``stages.regions.line_share``: a real print's damage has cracks, scratches or creases; a
-    false find on natural texture is mostly speckle); ``min_agree`` (0: off; with a second
-    detector joined, ``find_scratches(also=...)``), a second way through the gate: where every
-    joined detector is over the threshold on at least this share of the image, the regions they
-    agree on pass even when the find as a whole fails the rules above (two networks trained apart
-    rarely make the same false find, and a print's spots or one small flake have no lines);
-    ``agree_views`` (names of ``VIEWS``: mirror, flip, rot180, transpose, ...), more views of
-    this detector that vote in that agreement: the network run on the gray so turned, its
-    probabilities turned back (a network's false finds on texture often change when the photo is
-    mirrored, a crack's do not); ``min_votes`` (0: all), how many of the voters (every joined
-    detector, then their ``agree_views``) must be over the threshold on a pixel for it to count
-    as agreed; the views run only when the find fails the first rules and still covers
-    ``min_agree`` of the image; ``scales``, the sizes (× the image) the scratch path looks at,
-    the highest probability kept (above 1 only while the long side stays within 2048 px: a small scan's 1-px cracks become 2-px ones, as the network saw them in
-    training; below 1 only while the short side stays 128 px or more: a large scan's wide cracks
-    and flakes become the size it knows); ``tta`` (1/2/4/8), the flips and transposes whose probabilities are averaged
-    (``stages.nets.tta_mean``); ``grow_threshold`` (None: off), a lower threshold the scratch
-    path's finds grow along (hysteresis, after the gate: a crack the network is sure of in places
-    is followed where it is less so, and the gate still decides on the sure parts alone);
-    ``smooth`` (px, 0: off), a Gaussian blur of the gray the scratch network sees (a scan's fine
-    noise hides cracks from it; for a network trained without ``input_blur``).
+    ``min_shape``); ``scales``, the sizes (× the image) the scratch path looks at, the highest
+    probability kept (above 1 only while the long side stays within 2048 px: a small scan's 1-px
+    cracks become 2-px ones, as the network saw them in training; below 1 only while the short
+    side stays 128 px or more); ``tta`` (1/2/4/8), the flips and transposes whose probabilities
+    are averaged (``stages.nets.tta_mean``); ``smooth`` (px, 0: off), a Gaussian blur of the gray
+    the scratch network sees (a scan's fine noise hides cracks from it; for a network trained
+    without ``input_blur``). In a pipeline, which damage is kept is its damage policy's business
+    (``pipeline.policy.DamagePolicy``): this stage gives it probability maps
+    (``scratch_probabilities``, ``view_probabilities``).
 
     ``input_blur`` (px, 0: off) is part of the network, in training as at inference: a Gaussian
     blur of its input gray, so that a scan's fine noise looks like the training photos' (trained
@@ -66,8 +48,11 @@ class MaskDetector(Stage):
     architecture = ("arch", "encoder_name", "encoder_depth", "decoder_channels", "encoder_weights", "input_blur",
                     "input_sharp")
     inference = ("threshold", "keep_largest", "fill_holes", "work_size", "refine", "refine_band", "max_fill",
-                 "kind", "min_region", "detail_size", "min_damage", "min_shape", "scales", "min_sure", "tta",
-                 "grow_threshold", "smooth", "min_line", "min_agree", "agree_views", "min_votes")
+                 "kind", "min_region", "detail_size", "min_shape", "scales", "tta", "smooth")
+    # the scratch path's gate, once this stage's settings: a pipeline's damage policy now
+    # (``pipeline.policy.DamagePolicy``, which takes them over from an older checkpoint)
+    MOVED_TO_POLICY = ("min_damage", "min_sure", "min_line", "min_agree", "agree_views", "min_votes",
+                       "grow_threshold")
     training = ("bce_weight", "dice_weight")
 
     def __init__(self, arch: str = "Unet", encoder_name: str = "resnet18", encoder_depth: int = 5,
@@ -76,13 +61,9 @@ class MaskDetector(Stage):
                  keep_largest: bool = _P.keep_largest, fill_holes: bool = _P.fill_holes, work_size: int | None = None,
                  refine: bool = _P.refine, refine_band: int = _P.refine_band, max_fill: int = _P.max_fill,
                  kind: str = _P.kind, min_region: int = _P.min_region, detail_size: int | None = None,
-                 min_damage: float = 0.0, min_shape: float = _P.min_shape, scales=(1.0,), min_sure: float = 0.0,
-                 tta: int = 1, grow_threshold: float | None = None, smooth: float = 0.0, input_blur: float = 0.0,
-                 min_line: float = 0.0, input_sharp: bool = False, min_agree: float = 0.0, agree_views=(),
-                 min_votes: int = 0):
+                 min_shape: float = _P.min_shape, scales=(1.0,), tta: int = 1, smooth: float = 0.0,
+                 input_blur: float = 0.0, input_sharp: bool = False):
         super().__init__()
-        self.check_setting("agree_views", agree_views)
-        self.check_setting("min_votes", min_votes)
         if tta not in TTA_SIZES:
             raise ValueError(f"tta must be one of {TTA_SIZES}, got {tta!r}")
         MaskProcessor(kind=kind)  # validates the kind
@@ -96,11 +77,10 @@ class MaskDetector(Stage):
         self.multiple = 2 ** encoder_depth
 
     @classmethod
-    def check_setting(cls, key: str, value) -> None:
-        if key == "agree_views" and (isinstance(value, str) or any(v not in VIEWS for v in value)):
-            raise ValueError(f"agree_views must be a list of {', '.join(VIEWS)}, got {value!r}")
-        if key == "min_votes" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"min_votes must be a whole number >= 0 (0: all voters), got {value!r}")
+    def upgrade_config(cls, config: dict) -> dict:
+        """Checkpoints written before the damage policy carry its gate (``MOVED_TO_POLICY``): dropped
+        here; ``Pipeline.load`` reads them into the pipeline's ``DamagePolicy``."""
+        return {k: v for k, v in config.items() if k not in cls.MOVED_TO_POLICY}
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """(B,1,H,W) gray in [0,1] -> (B,1,H,W) damage logits (any H, W: padded inside)."""
@@ -150,23 +130,23 @@ class MaskDetector(Stage):
 
         ``damage``: ``shape`` (one constant-gray shape, the competition's: the network at
         ``work_size``, snapped to the fill, one region, holes filled); ``scratches`` (old-photo
-        scratches, cracks, spots, tears: ``scratch``'s network at its ``detail_size``, small
-        regions dropped); ``auto`` (``shape`` where the prediction covers a constant fill of at
-        least ``min_shape`` of the image, else ``scratches``, kept only when it covers at least
-        ``scratch``'s ``min_damage``); None: this detector's ``kind``. ``scratch``: the detector of
-        the scratch path (a pipeline's ``scratch`` slot; default this one), a list of detectors
-        (their probabilities joined, the highest kept; the first one's threshold, gate and
-        post-processing decide), or a function returning either, called only when an image takes
-        that path. ``tile``: (size, overlap) of the tiles a
+        scratches, cracks, spots, tears: the scratch path); ``auto`` (``shape`` where the
+        prediction covers a constant fill of at least ``min_shape`` of the image, else the scratch
+        path, told that it decides alone); None: this detector's ``kind``. ``scratch``: what the
+        scratch path runs: a callable ``(gray, gated) -> mask`` (a pipeline's damage policy:
+        ``gated`` True under ``auto``), or a detector or list of detectors whose ungated
+        ``find_scratches`` runs (default: this one). ``tile``: (size, overlap) of the tiles a
         full-resolution pass runs in.
         """
         damage = damage or self.config["kind"]
         if damage not in KINDS:
             raise ValueError(f"damage kind must be one of {', '.join(KINDS)}, got {damage!r}")
-        def scratches(g: np.ndarray, gate: bool) -> np.ndarray:
-            s = scratch() if callable(scratch) and not isinstance(scratch, MaskDetector) else scratch
-            first, *rest = s if isinstance(s, (list, tuple)) and s else [s if isinstance(s, MaskDetector) else self]
-            return first.find_scratches(g, gate, tile, also=rest)
+
+        def scratches(g: np.ndarray, gated: bool) -> np.ndarray:
+            if callable(scratch) and not isinstance(scratch, torch.nn.Module):
+                return scratch(g, gated)
+            first, *rest = scratch if isinstance(scratch, (list, tuple)) and scratch else [scratch or self]
+            return first.find_scratches(g, tile, also=rest)
 
         post = self.post(damage)
         if damage == "scratches":
@@ -208,37 +188,14 @@ class MaskDetector(Stage):
         return dihedral(prob, k, inverse=True).contiguous().numpy()
 
     @torch.inference_mode()
-    def find_scratches(self, gray: np.ndarray, gate: bool = False, tile: tuple[int, int] = (1024, 128),
-                       also: tuple = ()) -> np.ndarray:
-        """(H,W) uint8 gray -> (H,W) bool old-photo damage: ``scratch_probabilities`` thresholded,
-        small regions dropped; ``gate``: nothing unless it covers at least ``min_damage`` of the
-        image, is sure on ``min_sure`` of it and has ``min_line`` of it in long thin regions (or,
-        failing that, only the regions ``min_votes`` of the detectors and their ``agree_views``
-        agree on, where they agree on ``min_agree`` of the image); then grown along
-        ``grow_threshold``. ``also``: more detectors whose own ``scratch_probabilities`` join this
-        one's (the highest kept); the threshold, gate and post-processing stay this one's."""
-        c = self.config
-        post = self.post("scratches")
-        probs = [self.scratch_probabilities(gray, tile), *(o.scratch_probabilities(gray, tile) for o in also)]
-        prob = np.maximum.reduce(probs)
-        m = post(prob > c["threshold"], gray, "scratches")
-        if gate and (m.mean() < c["min_damage"] or (prob >= SURE).mean() < c["min_sure"]
-                     or (c["min_line"] > 0 and line_share(m) < c["min_line"])):
-            views = [(d, v) for d in (self, *also) for v in d.config["agree_views"]]
-            voters = len(probs) + len(views)
-            need = min(c["min_votes"] or voters, voters)
-            if not (c["min_agree"] > 0 and need >= 2) or m.mean() < c["min_agree"]:
-                return np.zeros_like(m)
-            probs += [d.view_probabilities(gray, v, tile) for d, v in views]
-            votes = np.add.reduce([p > c["threshold"] for p in probs], dtype=np.int32)
-            agreed = post(votes >= need, gray, "scratches")
-            if agreed.mean() < c["min_agree"]:
-                return np.zeros_like(m)
-            m = touching(m, agreed, connectivity=8)
-        low = c["grow_threshold"]
-        if low is not None and low < c["threshold"] and m.any():
-            m = post(touching(prob > low, m), gray, "scratches")
-        return m
+    def find_scratches(self, gray: np.ndarray, tile: tuple[int, int] = (1024, 128), also: tuple = ()) -> np.ndarray:
+        """(H,W) uint8 gray -> (H,W) bool old-photo damage, this detector alone (no gate):
+        ``scratch_probabilities`` (joined with those of the detectors ``also``, the highest kept)
+        over this one's ``threshold``, small regions dropped. A pipeline decides with its damage
+        policy instead (``pipeline.policy.DamagePolicy``)."""
+        prob = np.maximum.reduce([self.scratch_probabilities(gray, tile), *(o.scratch_probabilities(gray, tile)
+                                                                           for o in also)])
+        return self.post("scratches")(prob > self.config["threshold"], gray, "scratches")
 
     @torch.inference_mode()
     def predict(self, gray: torch.Tensor) -> torch.Tensor:
