@@ -48,6 +48,7 @@ async function progress(token) {  // the server's line for this request's stage,
   if (!current(token) || !["detecting", "restoring"].includes(document.body.dataset.state)) return;
   try {
     const p = await (await fetch("api/progress/" + encodeURIComponent(token))).json();
+    if (p.ready && !state.ready) watchWarmUp(p);
     if (!current(token) || !p.stage || p.stage === "Done.") return;
     started[token] = started[token] || Date.now();
     const s = Math.round((Date.now() - started[token]) / 1000);
@@ -195,8 +196,10 @@ function addRefs(form) {  // a verified reference gives the hole's content and t
 
 function reportLines(r) {  // the restore's report (pipeline.policy.Report) in a person's words
   if (!r) return [];
-  const lines = [`Restored for ${r.preset === "photo" ? "a person (the photo preset)" : "the competition (its preset)"}: ${r.preset_why}.`,
-                 `Damage: ${r.damage}, ${(100 * r.damage_share).toFixed(1)} % of the photo.`, `Colour: ${r.colour}.`];
+  const damage = r.damage !== "given" ? r.damage : (state.edited ? "as you painted it" : "found by the detector");
+  const lines = [r.preset === "photo" ? "Restored for a person looking at it (the photo preset)."
+                                      : `Restored for the competition's score (its preset): ${r.preset_why}.`,
+                 `Damage: ${damage}, ${(100 * r.damage_share).toFixed(1)} % of the photo.`, `Colour: ${r.colour}.`];
   if (r.reference) lines.push(r.reference.name ? `Reference ${r.reference.name} matched, covering ${Math.round(100 * r.reference.coverage)} % of the photo.`
                                                : "No reference matched: the colour and the holes are the model's own guess.");
   return lines;
@@ -307,7 +310,7 @@ function chooseFiles(list) {
 function watchWarmUp(info) {  // the models warm up once at server start: say so until they are ready
   state.ready = info.ready !== false;
   $("warm").classList.toggle("hidden", state.ready);
-  if (!state.ready) setTimeout(() => fetch("api/info").then((r) => r.json()).then(watchWarmUp).catch(() => {}), 1000);
+  if (!state.ready) setTimeout(() => fetch("api/info").then((r) => r.json()).then(watchWarmUp).catch(() => {}), 500);
 }
 
 $("drop").onclick = () => $("file").click();
