@@ -168,6 +168,129 @@ def photo_bench(args) -> tuple:
     return pipe, sets
 
 
+# ---------------------------------------------------------------- the damage policy's measurements
+def synthetic_prints(photos: list, seed: int = 49) -> list:
+    """[(damaged print (H,W) uint8, its undamaged print, truth (H,W) bool)]: each photo made an old
+    print and damaged with every old-print kind, worn (generator seeds (seed, i): held out, never
+    drawn in training)."""
+    out = []
+    for i, (rgb, _, _) in enumerate(photos):
+        rng = np.random.default_rng((seed, i))
+        printed = old_print(pil_gray(rgb), rng)
+        damaged, truth = apply_real_damage(printed, real_damage(*printed.shape, rng, kinds=OLD_PRINT_KINDS,
+                                                                worn=True), rng)
+        if truth.any():
+            out.append((damaged, printed, truth))
+    return out
+
+
+def down(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """A (H,W) bool mask brought to ``shape`` (area: at least half of each pixel marked)."""
+    return cv2.resize(mask.astype(np.float32), shape[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def resolution_sweep(pipe, prints: list, factors=(1, 2, 4, 10)) -> dict:
+    """{factor: (recall@2px, precision@2px, IoU with 1x, seconds per print)}: each print scaled up
+    by the factor (cubic), damage found with ``auto``, brought back to 1x and compared with the
+    1x truth and the 1x mask."""
+    rows, at1 = {}, []
+    for f in factors:
+        rec, pre, iou, secs = [], [], [], []
+        for k, (damaged, _, truth) in enumerate(prints):
+            big = damaged if f == 1 else cv2.resize(damaged, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+            t = time.perf_counter()
+            found = pipe.detect(big)
+            secs.append(time.perf_counter() - t)
+            found = found if f == 1 else down(found, truth.shape)
+            r, p, _ = _found(truth, found)
+            rec.append(r)
+            pre.append(p)
+            if f == 1:
+                at1.append(found)
+            iou.append(mask_iou_f1(at1[k], found)[0] if at1[k].any() or found.any() else 1.0)
+        rows[f] = (float(np.mean(rec)), float(np.nanmean(pre)), float(np.mean(iou)), float(np.mean(secs)))
+    return rows
+
+
+def clicks_of(truth: np.ndarray, min_branch: int = 40, min_spot: int = 12) -> list:
+    """One click per crack as a person would give them: the truth's skeleton cut at its branch
+    points, one click on each branch longer than ``min_branch`` px (at its pixel nearest its
+    centroid), and one on each other piece of damage of ``min_spot`` px or more."""
+    from skimage.morphology import skeletonize
+    sk = skeletonize(truth)
+    nb = cv2.filter2D(sk.astype(np.uint8), -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT) - 1
+    branches = sk & ~(cv2.dilate((sk & (nb >= 3)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    clicks = []
+    n, lab = cv2.connectedComponents(branches.astype(np.uint8), connectivity=8)
+    covered = np.zeros_like(truth)
+    for k in range(1, n):
+        ys, xs = np.nonzero(lab == k)
+        if len(ys) > min_branch:
+            j = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+            clicks.append((int(xs[j]), int(ys[j])))
+            covered[ys, xs] = True
+    n, lab = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    for k in range(1, n):
+        part = lab == k
+        if part.sum() >= min_spot and not (part & covered).any():
+            ys, xs = np.nonzero(part)
+            j = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+            clicks.append((int(xs[j]), int(ys[j])))
+    return clicks
+
+
+def click_selection(pipe, prints: list) -> tuple:
+    """(recall@2px, precision@2px, clicks per print, share of clicks where the network saw
+    nothing) of ``clicks_of`` each truth, selected with ``damage="none"``."""
+    rec, pre, n = [], [], []
+    for damaged, _, truth in prints:
+        pts = clicks_of(truth)
+        n.append(len(pts))
+        found = pipe.detect(damaged, "none", points=pts) if pts else np.zeros_like(truth)
+        r, p, _ = _found(truth, found)
+        rec.append(r)
+        pre.append(p)
+    return float(np.mean(rec)), float(np.nanmean(pre)), float(np.mean(n))
+
+
+def speed(pipe, photos: list, prints: list, repeats: int = 5) -> dict:
+    """Median ms per restore of a 512x512 competition input, undamaged photo and old print (the
+    same photos; one warm-up each), and the ratios to the competition input: one run, one machine."""
+    def ms(img):
+        pipe.restore(img)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            pipe.restore(img)
+            ts.append(time.perf_counter() - t)
+        return 1000 * float(np.median(ts))
+    cases = {"competition input": [g for _, g, _ in photos[:4]], "undamaged photo": [pil_gray(r) for r, _, _ in photos[:4]],
+             "old print": [d for d, _, _ in prints[:4]]}
+    out = {k: float(np.mean([ms(cv2.resize(g, (512, 512), interpolation=cv2.INTER_AREA)) for g in v]))
+           for k, v in cases.items()}
+    return {k: (v, v / out["competition input"]) for k, v in out.items()}
+
+
+def policy_report(pipe, photos: list, parts: list) -> None:
+    """Print the damage policy's tables for ``parts`` (sweep, clicks, speed, harm)."""
+    prints = synthetic_prints(photos)
+    if "harm" in parts:
+        modern = sum(bool(pipe.detect(pil_gray(r)).any()) for r, _, _ in photos)
+        aged = sum(bool(pipe.detect(p).any()) for _, p, _ in prints)
+        print(f"\nundamaged photos changed: modern {modern} of {len(photos)}, old prints {aged} of {len(prints)}")
+    if "sweep" in parts:
+        print("\n| scale | recall@2px | precision@2px | IoU with 1x (at 1x size) | s per print |\n|---|---|---|---|---|")
+        for f, (r, p, i, s) in resolution_sweep(pipe, prints).items():
+            print(f"| {f}x | {r:.3f} | {p:.3f} | {i:.3f} | {s:.2f} |", flush=True)
+    if "clicks" in parts:
+        r, p, n = click_selection(pipe, prints)
+        print(f"\nclicks: recall@2px {r:.3f}, precision@2px {p:.3f}, {n:.1f} clicks per print ({len(prints)} prints)")
+    if "speed" in parts:
+        print("\n| 512x512 input | ms (median) | x competition input |\n|---|---|---|")
+        for k, (v, ratio) in speed(pipe, photos, prints).items():
+            print(f"| {k} | {v:.1f} | {ratio:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")
@@ -178,12 +301,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=19, help="the held-out split of the training photos")
     ap.add_argument("--only", help="only the sets whose name starts with this (dev, held-out)")
     ap.add_argument("--set", action="append", default=[], metavar="SLOT.KEY=VALUE",
-                    help="change an inference setting first, e.g. scratch.threshold=0.7 (repeatable)")
+                    help="change an inference setting first, e.g. damage.threshold=0.7 (repeatable)")
+    ap.add_argument("--policy", default=None, metavar="PARTS",
+                    help="instead of the main table, the damage policy's: any of harm,sweep,clicks,speed "
+                         "(synthetic old prints, generator seed 49)")
     args = ap.parse_args()
     pipe = Pipeline.load(args.checkpoint)
     set_options(pipe, args.set)
+    if args.policy:
+        for name, photos in photo_sets(Path(args.shared), args.max_images, args.seed, args.only).items():
+            print(f"{name}: {len(photos)} photos; {args.checkpoint}" + (f", set {args.set}" if args.set else ""))
+            policy_report(pipe, photos, args.policy.split(","))
+        return
     print(f"{args.checkpoint}: detector kind {pipe.mask.config['kind']}, damage={args.damage}, "
-          f"scratch detector: {'yes ' + str({k: pipe.scratch.config[k] for k in ('threshold', 'min_region')}) if pipe.scratch else 'no'}"
+          f"damage policy: {pipe.damage_policy}"
           + (f", set {args.set}" if args.set else ""))
     print("| set | photos | undamaged changed | with grain | old-photo damage IoU | recall | competition IoU (min) "
           "| hole PSNR on old-photo damage, true mask: inpainter / Telea | undamaged old prints changed "

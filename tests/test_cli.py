@@ -141,11 +141,11 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     from pipeline import Pipeline
     from pipeline.assemble import main
     assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p"), "--set", "colorize.saturation=0.5",
-                 "--set", "context=32", "--set", "backend=torch", "--set", "hole_saturation=0.5",
+                 "--set", "inpaint.context=32", "--set", "backend=torch", "--set", "colorize.hole_saturation=0.5",
                  "--set", "colorize.prior_shift=0.03"]) == 0
     p = Pipeline.load(tmp_path / "p")
-    assert p.colorize.config["saturation"] == 0.5 and p.context == 32 and p.backend == "torch"
-    assert p.hole_saturation == 0.5 and p.colorize.config["prior_shift"] == 0.03
+    assert p.colorize.config["saturation"] == 0.5 and p.inpaint.config["context"] == 32 and p.backend == "torch"
+    assert p.colorize.config["hole_saturation"] == 0.5 and p.colorize.config["prior_shift"] == 0.03
     assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "p2"),
                  "--set", "precision={inpaint: bf16, colorize: fp32}"]) == 0
     p = Pipeline.load(tmp_path / "p2", backend="torch")
@@ -156,8 +156,9 @@ def test_assemble_sets_inference_settings_and_refuses_unknown_ones(pipe_dir, tmp
     for bad, msg in (("colorize.nope=1", "no setting 'nope'"), ("speed=3", "unknown pipeline option"),
                      ("colorize.head_stride=2", "colorize.head_stride is an architecture setting"),
                      ("inpaint.hole_weight=2", "inpaint.hole_weight is a training setting"),
-                     ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"),
-                     ("precision=fp64", "precision must be"), ("hole_saturation=-1", "hole_saturation must be"), ("precision={colour: fp32}", "unknown slot"),
+                     ("backend=tensorrt", "backend must be"), ("context", "KEY=VALUE"), ("context=32", "unknown pipeline option"),
+                     ("damage.min_votes=-1", "damage.min_votes"),
+                     ("precision=fp64", "precision must be"), ("colorize.hole_saturation=-1", "hole_saturation must be"), ("precision={colour: fp32}", "unknown slot"),
                      ("precision.colour=fp32", "unknown slot"), ("precision.mask=fp64", "precision must be"),
                      ("precision={mask:", "cannot read the value")):
         assert main(["--base", str(pipe_dir), "--out", str(tmp_path / "q"), "--set", bad]) == 2

@@ -76,7 +76,7 @@ def test_hole_saturation_scales_the_colour_of_the_filled_pixels_only(tmp_path):
             pipe.colorize.set("hole_saturation", bad)
 
 
-def test_former_pipeline_options_are_upgraded_on_load_and_warn_for_one_release(tmp_path):
+def test_former_pipeline_options_are_upgraded_on_load(tmp_path):
     import yaml
     Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer)).save(tmp_path / "p")
     f = tmp_path / "p" / "pipeline.yaml"
@@ -86,13 +86,8 @@ def test_former_pipeline_options_are_upgraded_on_load_and_warn_for_one_release(t
     f.write_text(yaml.safe_dump(meta))
     old = Pipeline.load(tmp_path / "p")
     assert old.inpaint.config["context"] == 32 and old.colorize.config["hole_saturation"] == 0.5
-    with pytest.warns(DeprecationWarning, match="inpaint stage's setting"):
-        assert old.context == 32
-    with pytest.warns(DeprecationWarning, match="colorize stage's setting"):
-        old.hole_saturation = 0.7
-    assert old.colorize.config["hole_saturation"] == 0.7
-    with pytest.warns(DeprecationWarning):
-        assert Pipeline(inpaint=tiny(Inpainter), context=16).inpaint.config["context"] == 16
+    with pytest.raises(TypeError):
+        Pipeline(inpaint=tiny(Inpainter), context=16)         # the pipeline option itself is gone
     old.save(tmp_path / "q")
     assert "context" not in yaml.safe_load((tmp_path / "q" / "pipeline.yaml").read_text())["options"]
     assert Pipeline.load(tmp_path / "q").inpaint.config["context"] == 32

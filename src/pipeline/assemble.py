@@ -7,8 +7,8 @@ the shipped ``demo``). ``--fp16`` stores the weights in half precision (half the
 restored to fp32 on load). ``--set`` changes inference settings: ``SLOT.KEY=VALUE`` for an
 inference setting of a stage (e.g. ``colorize.saturation=0.6``, ``inpaint.context=32``;
 architecture and loss settings are refused: the weights were trained with them), ``KEY=VALUE``
-for a pipeline option (``precision``, ``backend``, ``tile_size``, ``tile_overlap``; ``context`` and
-``hole_saturation`` still mean ``inpaint.context`` and ``colorize.hole_saturation`` for one release);
+for a pipeline option (``precision``, ``backend``, ``tile_size``, ``tile_overlap``, ``preset``),
+``damage.KEY=VALUE`` for the damage policy (e.g. ``damage.work_side=768``);
 ``precision`` may be a mapping per slot: ``--set "precision={mask: fp32, inpaint: auto, colorize: fp32}"``,
 or one slot at a time: ``--set precision.colorize=auto`` (the other slots keep theirs).
 ``--drop SLOT`` leaves an optional slot of the base empty (``scratch`` or ``scratch2``): e.g. one
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .pipeline import MOVED, OPTIONS, SCRATCH_SLOTS, SLOT_STAGE, SLOTS
+from .pipeline import OPTIONS, SCRATCH_SLOTS, SLOT_STAGE, SLOTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def apply_setting(pipe, item: str) -> str | None:
-    """Apply one ``[SLOT.]KEY=VALUE``; returns an error message or None."""
+    """Apply one ``[SLOT.]KEY=VALUE`` (``damage.KEY``: the damage policy's); returns an error message or None."""
     import yaml
     key, sep, raw = item.partition("=")
     if not sep:
@@ -89,13 +89,17 @@ def apply_setting(pipe, item: str) -> str | None:
     except yaml.YAMLError as e:
         return f"cannot read the value {raw!r}: {str(e).splitlines()[0]}"
     slot, dot, name = key.partition(".")
-    if not dot and key in MOVED:
-        print(f"warning: --set {key}=... is deprecated: it is --set {MOVED[key]}.{key}=... now", file=sys.stderr)
-        slot, dot, name = MOVED[key], ".", key
     if slot == "precision" and dot:
         current = pipe.precision
         per_slot = dict(current) if isinstance(current, dict) else dict.fromkeys(SLOTS, current)
         key, value = "precision", {**per_slot, name: value}
+    if slot == "damage" and dot:  # the damage policy: pipeline.yaml's damage: section
+        import dataclasses
+        try:
+            pipe.damage_policy = dataclasses.replace(pipe.damage_policy, **{name: value})
+        except (TypeError, ValueError) as e:
+            return str(e).splitlines()[0]
+        return None
     if key == "precision" or not dot:
         if key not in OPTIONS:
             return f"unknown pipeline option {key!r} (options: {', '.join(OPTIONS)})"

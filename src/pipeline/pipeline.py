@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ SLOT_STAGE = {"mask": "mask", "inpaint": "inpaint", "colorize": "colorize", "scr
               "scratch2": "mask", "colorize_photo": "colorize"}  # slot -> stage
 SCRATCH_SLOTS = ("scratch", "scratch2")  # the scratch path's detectors, in order
 SLOTS = tuple(SLOT_STAGE)
-MOVED = {"context": "inpaint", "hole_saturation": "colorize"}  # former pipeline options, now stage settings
+MOVED = {"context": "inpaint", "hole_saturation": "colorize"}  # former pipeline options: their stages' at load
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 
 
@@ -81,13 +80,12 @@ class Pipeline:
     ``precision``, ``backend`` (``pipeline.engines``), ``tile_size`` / ``tile_overlap``,
     ``preset`` (``pipeline.policy.PRESETS``: what ``restore`` uses when not told); and, in its
     own ``damage:`` section, ``damage_policy`` (``pipeline.policy.DamagePolicy``: which old-photo
-    damage is repaired). The rest are stage settings; ``context`` and ``hole_saturation``, pipeline options before, still work here
-    with a deprecation warning for one release."""
+    damage is repaired). The rest are stage settings (a pipeline.yaml saved with the former
+    options ``context`` or ``hole_saturation`` gives them to its inpainter and colorizer at load)."""
 
     def __init__(self, mask: Stage | None = None, inpaint: Stage | None = None, colorize: Stage | None = None,
                  precision: str | dict = "fp32", tile_size: int = 1024, tile_overlap: int = 128,
-                 context: int | None = None, backend: str = "torch", scratch: Stage | None = None,
-                 hole_saturation: float | None = None, scratch2: Stage | None = None,
+                 backend: str = "torch", scratch: Stage | None = None, scratch2: Stage | None = None,
                  colorize_photo: Stage | None = None, preset: str = "auto",
                  damage_policy: "policy.DamagePolicy | dict | None" = None):
         self.preset = policy.check_preset(preset)
@@ -99,17 +97,11 @@ class Pipeline:
         self.mask, self.inpaint, self.colorize, self.scratch, self.scratch2 = mask, inpaint, colorize, scratch, scratch2
         self.colorize_photo = colorize_photo
         self.precision, self.tile_size, self.tile_overlap = precision, tile_size, tile_overlap
-        for name, value in (("context", context), ("hole_saturation", hole_saturation)):
-            if value is not None:
-                setattr(self, name, value)
 
     # ------------------------------------------------------------------ slots and options
     def __getattr__(self, name):
         if name in SLOTS:
             return self.__dict__["_stages"].get(name)
-        if name in MOVED:
-            stage = self._moved(name)
-            return None if stage is None else stage.config[name]
         raise AttributeError(name)
 
     def __setattr__(self, name, value):
@@ -121,20 +113,10 @@ class Pipeline:
             if value is not None:
                 value.eval().to(self.device)
             self._stages[name] = value
-        elif name in MOVED:
-            stage = self._moved(name)
-            if stage is None:
-                raise RuntimeError(f"{name} is the {MOVED[name]} stage's setting; this Pipeline has none")
-            stage.set(name, value)
         elif name == "precision":
             super().__setattr__(name, engines.check_precision(value, SLOTS))
         else:
             super().__setattr__(name, engines.check_backend(value) if name == "backend" else value)
-
-    def _moved(self, name: str) -> Stage | None:
-        warnings.warn(f"Pipeline.{name} is now the {MOVED[name]} stage's setting: use "
-                      f"pipe.{MOVED[name]}.set({name!r}, value) / .config[{name!r}]", DeprecationWarning, stacklevel=3)
-        return self._stages.get(MOVED[name])
 
     @property
     def stages(self) -> dict:
@@ -369,4 +351,4 @@ class Pipeline:
 
 
 OPTIONS = tuple(k for k in inspect.signature(Pipeline.__init__).parameters
-                if k not in ("self", *SLOTS, *MOVED, "damage_policy"))  # pipeline.yaml options: the constructor's, one home
+                if k not in ("self", *SLOTS, "damage_policy"))  # pipeline.yaml options: the constructor's, one home
