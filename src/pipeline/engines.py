@@ -7,7 +7,7 @@ once per machine and remembered on disk. ``install`` is what ``Pipeline`` calls 
   torch; torch on a GPU).
 - ``precision``: ``fp32`` (exact), ``bf16``, ``fp16`` (CUDA) or ``auto``, or a mapping per slot.
 - ONNX export of a stage (1.4 s for the three demo networks) is cached by the stage's digest
-  (class, config and weights), and OpenVINO keeps its compiled models in the same cache
+  (class, the source of its network code, config and weights), and OpenVINO keeps its compiled models in the same cache
   (``CACHE_DIR``), so a new process restores its first image without exporting or compiling.
 - ``precision="auto"`` on a bf16-capable CPU is *measured*: the network runs a few times in fp32
   and in bf16 on a 256×256 probe and the faster one wins (bf16 is ~1.5× faster with AMX, slower
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -157,9 +158,23 @@ def _usable(d: Path | None) -> Path | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def _code_digest(cls: type) -> str:
+    """sha256 of the source of the modules a stage's ``forward`` runs: its own and ``stages.nets``
+    (a changed network must never run a stale export)."""
+    import sys
+    from stages import nets
+    h = hashlib.sha256()
+    for mod in (sys.modules[cls.__module__], nets):
+        with contextlib.suppress(OSError, TypeError):
+            h.update(inspect.getsource(mod).encode())
+    return h.hexdigest()
+
+
 def stage_digest(stage: Stage) -> str:
-    """sha256 (hex, 16 chars) of the stage's class, config and weights."""
-    h = hashlib.sha256(f"{type(stage).__name__}|{sorted(stage.config.items())!r}|{torch.__version__}".encode())
+    """sha256 (hex, 16 chars) of the stage's class, the code of its network, its config and weights."""
+    h = hashlib.sha256(f"{type(stage).__name__}|{_code_digest(type(stage))}|{sorted(stage.config.items())!r}|"
+                       f"{torch.__version__}".encode())
     tensors = stage.tensors()
     for k in sorted(tensors):  # by name: a deferred network's tensors come in another order
         v = tensors[k]
