@@ -1,6 +1,8 @@
 """Presets (``pipeline.policy``): ``competition`` for competition inputs, ``photo`` for people."""
 import csv
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,45 @@ def test_cli_preset_and_the_report_in_the_manifest(tiny_pipeline, tmp_path):
         row = next(csv.DictReader(open(tmp_path / preset / "manifest.csv")))
         assert row["preset"] == {"auto": "competition", "photo": "photo"}[preset]
         assert row["damage"] == "given" and row["colour"].startswith("colourised")
+
+
+def test_a_click_selects_the_damage_it_lies_on_and_explain_says_so(tiny_pipeline, monkeypatch):
+    from stages import MaskDetector
+    gray = np.full((64, 64), 120, np.uint8)
+    prob = np.zeros((64, 64), np.float32)
+    prob[20, 5:60] = 0.4                                     # a crack the network is unsure of
+    prob[45, 5:60] = 0.4                                     # and another, not clicked
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", lambda self, g, tile=None: prob)
+    m, (rule, why) = tiny_pipeline.detect(gray, "none", points=[(30, 21)], explain=True)
+    assert rule == "points" and "1 click" in why
+    assert m[20, 5:60].all() and not m[45].any()
+    r = tiny_pipeline.restore(gray, damage="none", points=[(30, 21)], return_intermediates=True)
+    assert r.report.damage == "points" and np.asarray(r.mask)[20, 30] == 255
+
+
+def test_where_the_network_sees_nothing_a_click_traces_the_thin_line_in_the_image(tiny_pipeline, monkeypatch):
+    from stages import MaskDetector
+    rng = np.random.default_rng(0)
+    gray = np.clip(128 + rng.normal(0, 4, (96, 96)), 0, 255).astype(np.uint8)
+    yy = (20 + np.arange(96) * 0.4).astype(int)
+    gray[yy, np.arange(96)] += 12                            # a faint crease, 12 levels over noise of 4
+    gray[70:90, 10:30] = 20                                  # a dark patch (a strong edge) off the crease
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", lambda self, g, tile=None: np.zeros(g.shape, np.float32))
+    m = tiny_pipeline.detect(gray, "none", points=[(48, int(20 + 48 * 0.4))])
+    near = cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert near[yy[5:91], np.arange(5, 91)].mean() > 0.8      # followed along most of its length
+    assert m.sum() < 6 * 96 and not m[70:90, 10:30].any()    # and nothing else
+
+
+def test_cli_select_and_explain(tiny_pipeline, tmp_path, capsys, monkeypatch):
+    from pipeline.restore import main
+    gray = np.full((48, 64), 120, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "in.png")
+    tiny_pipeline.save(tmp_path / "pipe")
+    assert main([str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "pipe"), "--out", str(tmp_path / "o"),
+                 "--damage", "none", "--explain", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "preset: photo" in out and "no damage looked for" in out
+    assert main([str(tmp_path / "in.png"), str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "pipe"),
+                 "--out", str(tmp_path / "o2"), "--select", "3,4", "--no-progress"]) == 2
+    assert "clicks apply to one input" in capsys.readouterr().err

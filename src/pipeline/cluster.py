@@ -112,7 +112,8 @@ class Restorer:
                                              colours=[o for *_, o in items],
                                              normalise=bool(self.options.get("normalise")),
                                              keep_colour=self.options.get("keep_colour"),
-                                             preset=self.options.get("preset"))
+                                             preset=self.options.get("preset"),
+                                             points=[self.options.get("points")] * len(items))
             except Exception as e:  # a failed batch must not lose the others
                 for i, *_ in items:
                     rows[i]["error"] = f"{rows[i]['input']}: restore failed ({type(e).__name__}: {e})"

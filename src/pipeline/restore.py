@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="allow images up to this many pixels (default: Pillow's decompression-bomb limit)")
     ap.add_argument("--damage", default=None, metavar="KIND",
                     help="what to detect: shape (one constant-gray shape: competition inputs), scratches "
-                         "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's)")
+                         "(old photos: scratches, cracks, spots, tears), auto (default: the checkpoint's), none "
+                         "(only what --select or --mask gives)")
     ap.add_argument("--references", metavar="DIR_OR_INDEX",
                     help="photos of the same scenes: a folder (indexed once, cached) or an index from "
                          "python -m pipeline.references build; a verified match gives the hole's content and colour")
@@ -98,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--normalise", action="store_true",
                     help="a faded print: spread its restored gray's tones again (only where their range has "
                          "shrunk; off: the gray stays the input's, as a competition needs)")
+    ap.add_argument("--select", action="append", default=[], metavar="X,Y",
+                    help="a click on damage at pixel X,Y (one input; repeatable): what it lies on is repaired "
+                         "too (with --damage none, only that)")
+    ap.add_argument("--explain", action="store_true",
+                    help="print, per input, which preset and damage rule decided and why, and the colour")
     ap.add_argument("--hint", action="append", default=[], metavar="X,Y,#RRGGBB",
                     help="a colour known at pixel X,Y (one input; repeatable), for a colorizer with hint channels")
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -123,8 +129,9 @@ class _Album:
 
     def __init__(self, pipe, out: Path, batch_size: int, intermediates: bool, bar, damage: str | None = None,
                  references=None, jobs: int = 1, normalise: bool = False, keep_colour: bool | None = None,
-                 preset: str | None = None):
+                 preset: str | None = None, points: list | None = None, explain: bool = False):
         self.pipe, self.out, self.batch_size, self.intermediates, self.bar = pipe, out, batch_size, intermediates, bar
+        self.points, self.explain = points, explain
         self.damage, self.references, self.jobs, self.normalise = damage, references, max(1, jobs), normalise
         self.keep_colour, self.preset = keep_colour, preset
         self.groups: dict[tuple, list] = defaultdict(list)
@@ -163,7 +170,8 @@ class _Album:
         paths, grays, masks, colours, hints = zip(*items)
         results = self.pipe.restore_many(list(grays), list(masks), self.damage, references=self.references,
                                          hints=list(hints), colours=list(colours), normalise=self.normalise,
-                                         keep_colour=self.keep_colour, preset=self.preset)
+                                         keep_colour=self.keep_colour, preset=self.preset,
+                                         points=[self.points] * len(items))
         return results, (time.perf_counter() - t) / len(items)
 
     def flush(self, key) -> None:
@@ -189,6 +197,8 @@ class _Album:
             self.note(p, output=str(dst), size=f"{g.shape[1]}x{g.shape[0]}", seconds=f"{seconds:.3f}",
                       damage_share=f"{sum(r.mask.histogram()[1:]) / g.size:.4f}",
                       status="restored", **r.report.fields())
+            if self.explain:
+                print(f"{p}:\n  " + "\n  ".join(r.report.lines()), flush=True)
             self.saving.append((dst, self.saver.submit(self._save, r, stem), p))
         self.bar.update(len(items))
 
@@ -321,11 +331,27 @@ def _engine(args, n: int):
 
 
 def _check_damage(ap: argparse.ArgumentParser, damage: str | None) -> None:
-    """``--damage``: one of the detector's kinds, checked once stages has loaded (argparse's
-    ``choices`` would load it before any input is read)."""
+    """``--damage``: one of the detector's kinds or ``none``, checked once stages has loaded
+    (argparse's ``choices`` would load it before any input is read)."""
     from stages.processors import KINDS
-    if damage is not None and damage not in KINDS:
-        ap.error(f"argument --damage: invalid choice: {damage!r} (choose from {', '.join(KINDS)})")
+    if damage is not None and damage not in (*KINDS, "none"):
+        ap.error(f"argument --damage: invalid choice: {damage!r} (choose from {', '.join(KINDS)}, none)")
+
+
+def _points(texts: list[str], inputs: int) -> list | None:
+    """``--select X,Y`` items -> ``[(x, y), ...]`` (None: none); ValueError (one line) when unusable."""
+    if not texts:
+        return None
+    if inputs > 1:
+        raise ValueError(f"--select: clicks apply to one input, got {inputs}")
+    out = []
+    for t in texts:
+        try:
+            x, y = (float(v) for v in t.split(","))
+        except ValueError:
+            raise ValueError(f"--select {t}: expected X,Y (pixels)") from None
+        out.append((x, y))
+    return out
 
 
 def _jobs(args, pipe, n: int) -> tuple[int, int | None]:
@@ -414,7 +440,7 @@ def _restore_ray(args, album, ray, todo: list[Path], n: int, hints) -> list[Path
     from .cluster import restore_album, stop
     options = {"device": args.device, "precision": args.precision, "backend": args.backend, "damage": args.damage,
                "references": args.references, "keep_colour": COLOURS[args.colour], "hints": hints,
-               "preset": args.preset,
+               "preset": args.preset, "points": _points(args.select, n),
                "intermediates": args.save_intermediates, "max_pixels": args.max_pixels, "normalise": args.normalise}
     written = []
     try:
@@ -457,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine, refs, hints = _engine(args, len(paths))
         _check_damage(ap, args.damage)
+        points = _points(args.select, len(paths))
     except BaseException as e:
         if reader is not None:
             reader.close()
@@ -468,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(todo), disable=args.no_progress, desc="restore", unit="img", file=sys.stderr)
     jobs, threads = _jobs(args, engine, len(todo))
     album = _Album(engine, out, args.batch_size, args.save_intermediates, bar, args.damage, refs, jobs,
-                   args.normalise, COLOURS[args.colour], args.preset)
+                   args.normalise, COLOURS[args.colour], args.preset, points, args.explain)
     album.failed, album.stems = len(errors), stems
     for p in done:
         album.note(p, output=str(out / f"{stems[p]}.png"), status="skipped")
