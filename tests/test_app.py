@@ -155,6 +155,7 @@ def server(tmp_path_factory, tiny_pipeline):
     yield f"http://127.0.0.1:{port}/", root
     p.terminate()
     p.wait(timeout=20)
+    p.stdout.close()
 
 
 def _stroke(page, start, end):

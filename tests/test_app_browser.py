@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,10 @@ def _hold_first(page, pattern):
 
 
 def _wait(page, state, timeout=60_000):
-    page.wait_for_function(STATE.format(state), timeout=timeout)
+    """Wait until the page is in ``state``; an error on the way fails with the page's own words."""
+    page.wait_for_function(f"['{state}', 'error'].includes(document.body.dataset.state)", timeout=timeout)
+    got = page.evaluate("[document.body.dataset.state, $('status').textContent]")
+    assert got[0] == state or state == "error", got
 
 
 def test_a_photo_chosen_while_another_is_busy_never_gets_its_answer(page, tmp_path):
@@ -136,7 +140,7 @@ def test_a_batch_shows_thumbnails_a_download_each_and_a_zip_with_true_names(page
         second = z.read("same_restored-2.png")
     want = ["Großmutter 1952_restored.png", "same_restored.png", "same_restored-2.png"]
     assert names == want and entries == want and flags[0] and not flags[1]
-    assert one.value.suggested_filename == "same_restored-2.png" and open(one.value.path(), "rb").read() == second
+    assert one.value.suggested_filename == "same_restored-2.png" and Path(one.value.path()).read_bytes() == second
     assert Image.open(io.BytesIO(second)).size == (64, 48)
 
 
@@ -211,3 +215,42 @@ def test_until_the_models_are_warm_the_page_says_so(browser, server, tmp_path): 
     statuses = page.evaluate("window.statuses")
     page.close()
     assert warm_text == WARMING and WARMING in statuses
+
+
+def test_the_result_says_which_reference_matched_and_which_preset_ran(page, tmp_path):
+    from pipeline.color import pil_gray
+    from pipeline.data import SAMPLES_DIR
+    from tests.conftest import colourful
+    truth = np.asarray(Image.open(sorted(SAMPLES_DIR.glob("*.jpg"))[2]).convert("RGB"))[:256, 64:320]
+    gray = pil_gray(truth).copy()
+    gray[60:100, 70:130] = 30
+    Image.fromarray(gray).save(tmp_path / "old.png")
+    Image.fromarray(truth).save(tmp_path / "same scene.png")
+    Image.fromarray(colourful(64, 64, 3)).save(tmp_path / "Großeltern.png")
+    reports = []
+    for refs, preset in (([tmp_path / "same scene.png", tmp_path / "Großeltern.png"], "photo"),
+                         ([tmp_path / "Großeltern.png"], "competition")):
+        page.set_input_files("#refs", [str(p) for p in refs])
+        page.select_option("#preset", preset)
+        page.set_input_files("#file", str(tmp_path / "old.png"))
+        _wait(page, "ready")
+        _stroke_box(page, (70, 60, 130, 100), 256)
+        page.click("#restore")
+        _wait(page, "done")
+        reports.append((page.inner_text("#report"), page.inner_text("#status")))
+    assert "Reference same scene.png matched, covering" in reports[0][0] and "% of the photo" in reports[0][0]
+    assert "photo preset" in reports[0][0] and "with the photo preset" in reports[0][1]
+    assert "No reference matched" in reports[1][0] and "competition" in reports[1][0]
+    assert "with the competition preset" in reports[1][1]
+
+
+def _stroke_box(page, box, size):
+    """Paint the rectangle ``box`` (x0, y0, x1, y1 in pixels of a ``size``-px-wide photo) with the brush."""
+    page.fill("#size", "80")
+    b = page.locator("#overlay").bounding_box()
+    k = b["width"] / size
+    for y in range(box[1], box[3] + 1, 8):
+        page.mouse.move(b["x"] + box[0] * k, b["y"] + y * k)
+        page.mouse.down()
+        page.mouse.move(b["x"] + box[2] * k, b["y"] + y * k, steps=4)
+        page.mouse.up()

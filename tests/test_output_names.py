@@ -1,9 +1,14 @@
 """Output names of the restore command: only inputs of the same stem collide (the second becomes
 ``stem-2.png``), ``--zip`` keeps UTF-8 names, and ``--skip-existing`` follows the manifest."""
 import csv
+import os
+import signal
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline.restore import main as restore_main
@@ -65,3 +70,31 @@ def test_skip_existing_follows_the_manifest_not_the_stem(tmp_path, tiny_pipeline
     assert (out / "same.png").read_bytes() == first                   # b's output untouched, a's not skipped
     assert restore_main([str(a), str(b), *args, "--skip-existing"]) == 0  # and again: both done
     assert {r["status"] for r in _manifest(out).values()} == {"skipped"}
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_the_ray_engine_names_same_stems_as_the_local_one(tmp_path, tiny_pipeline):
+    pytest.importorskip("ray.data")
+    tiny_pipeline.save(tmp_path / "pipe")
+    inputs = [tmp_path / "a" / "same.png", tmp_path / "b" / "same.png"]
+    for i, p in enumerate(inputs):
+        p.parent.mkdir()
+        Image.fromarray(np.asarray(Image.fromarray(colourful(48, 64, i)).convert("L"))).save(p)
+    out = tmp_path / "ray"
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.restore", *map(str, inputs), "--checkpoint",
+                          str(tmp_path / "pipe"), "--no-progress", "--out", str(out), "--engine", "ray", "--workers", "1",
+                          "--zip", str(tmp_path / "ray.zip")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.skip("a local Ray did not finish within 240 s on this machine")
+    if p.returncode != 0 and "ray" in err.lower() and not (out / "manifest.csv").exists():
+        pytest.skip(f"Ray cannot start here: {err.strip().splitlines()[-1]}")
+    assert p.returncode == 0, err
+    rows = _manifest(out)
+    assert [rows[str(p)]["output"] for p in inputs] == [str(out / "same.png"), str(out / "same-2.png")]
+    with zipfile.ZipFile(tmp_path / "ray.zip") as z:
+        assert sorted(z.namelist()) == ["same-2.png", "same.png"]

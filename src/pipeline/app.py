@@ -39,7 +39,6 @@ import json
 import sys
 import tempfile
 import threading
-import time
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -52,8 +51,7 @@ from stages.processors import KINDS as DAMAGE_KINDS
 from stages.processors import Hints
 
 from .io import ImageError, open_bytes, to_gray, to_mask
-from .policy import COLOURS as COLOUR
-from .policy import PRESETS
+from .policy import COLOURS as COLOUR, PRESETS
 
 ASSETS = Path(__file__).parent / "assets" / "app"
 PAGE = ASSETS / "index.html"
@@ -61,7 +59,7 @@ SERVED = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; char
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#555"/><circle cx="8" cy="8" r="4" fill="#e8a33d"/></svg>')
 MAX_UPLOAD_MB = 200
-PREVIEW_PX = 2048
+PREVIEW_PX = 2048  # /api/preview's largest side
 WAITING = "Finishing the previous photo…"
 WARMING = "Preparing the models (first photo only)…"
 
@@ -148,6 +146,8 @@ class Restorer:
                 stored = f"{i:04d}{Path(name).suffix.lower() or '.png'}"
                 (Path(tmp.name) / stored).write_bytes(data)
                 names[stored] = Path(name).name
+            if self._refs[2] is not None:  # the previous set's folder
+                self._refs[2].cleanup()
             self._refs = (digest, Library.build([tmp.name]), tmp, names)
         return self._refs[1]
 
@@ -356,7 +356,7 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
 
     @app.get("/api/progress/{token}")
     def progress(token: str):
-        return {"token": token, "stage": r.stages.get(token), "ready": r.ready.is_set(), "time": time.time()}
+        return {"token": token, "stage": r.stages.get(token), "ready": r.ready.is_set()}
 
     _restore_routes(app, r)
     return app

@@ -288,6 +288,13 @@ def _earlier_outputs(out: Path) -> dict[str, str]:
         return {}
 
 
+def _names(paths: list[Path], out: Path, skip_existing: bool) -> tuple[dict, list]:
+    """(each input's output stem, the inputs whose output exists: with ``skip_existing``, as the
+    earlier run's manifest maps them, else as ``output_stems`` names them)."""
+    stems = output_stems(paths, _earlier_outputs(out) if skip_existing else None)
+    return stems, [p for p in paths if skip_existing and (out / f"{stems[p]}.png").is_file()]
+
+
 def _write_zip(zpath: Path, files: list[Path]) -> None:
     """A flat zip of ``files`` (stored: PNGs are compressed already), written atomically; names
     kept as they are (``zipfile`` flags a non-ASCII name as UTF-8), a repeated one suffixed."""
@@ -471,8 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     out = Path(args.out)
-    stems = output_stems(paths, _earlier_outputs(out) if args.skip_existing else None)
-    done = [p for p in paths if args.skip_existing and (out / f"{stems[p]}.png").is_file()]
+    stems, done = _names(paths, out, args.skip_existing)
     todo = [p for p in paths if p not in set(done)]
     reader = None
     if args.engine == "local":  # start reading while torch and the pipeline load

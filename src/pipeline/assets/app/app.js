@@ -315,7 +315,7 @@ function watchWarmUp(info) {  // the models warm up once at server start: say so
 
 $("drop").onclick = () => $("file").click();
 $("drop").onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } };
-$("file").onchange = (e) => chooseFiles(e.target.files);
+$("file").onchange = (e) => { chooseFiles(e.target.files); e.target.value = ""; };  // the same photo again: a change too
 $("drop").ondragover = (e) => { e.preventDefault(); $("drop").classList.add("over"); };
 $("drop").ondragleave = () => $("drop").classList.remove("over");
 $("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over"); chooseFiles(e.dataTransfer.files); };
