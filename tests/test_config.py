@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from pipeline.train import CONF_DIR
+from pipeline.training import CONF_DIR
 from stages import STAGES
 from tests.conftest import TINY_OVERRIDES
 

@@ -1,5 +1,6 @@
 import cv2
 import numpy as np
+import pytest
 
 from pipeline.damage import SHAPES, apply_damage, mask_from_pair, random_damage, rule_mask
 
@@ -310,3 +311,44 @@ def test_straight_scratches_are_ruler_straight_where_scratches_wander():
         straight = spreads("straight", worn)
         assert len(straight) >= 10 and np.percentile(straight[:, 0], 90) < 1.6 and np.median(straight[:, 1]) > 20
     assert np.percentile(spreads("scratch", False)[:, 0], 90) > 1.6   # a scratch bends along its length
+
+
+def test_seeded_damage_streams_are_pinned():
+    """The damage package draws the same bytes for the same seed as the single module it replaced
+    (these digests were taken from it): every kind, print ageing, fine detail, relief, scans."""
+    import hashlib
+
+    from pipeline import damage as D
+
+    def digest(*arrays):
+        m = hashlib.sha256()
+        for a in arrays:
+            m.update(np.ascontiguousarray(a).tobytes())
+        return m.hexdigest()[:16]
+    gray = np.random.default_rng(7).integers(0, 256, (96, 128)).astype(np.uint8)
+    r = np.random.default_rng(5)
+    kinds = ("scratch", "crack", "spots", "crease", "tear", "flake", "straight", "shatter", "web")
+    rd = D.real_damage(96, 128, r, kinds=kinds, worn=True, relief=0.5, thick=0.3, faint=0.3)
+    damaged, mask = D.apply_real_damage(D.add_fine_detail(D.old_print(gray, r), r, 120, edges=1.0), rd, r)
+    assert (digest(rd.alpha, rd.value), digest(damaged, mask), digest(D.scan(damaged, r))) == \
+        ("d453134ab63e3832", "ffd63dfdd671687f", "fff6447525ff0adf")
+    layers = [D._layer(64, 80, k, np.random.default_rng(1), True) for k in sorted(kinds)]
+    assert digest(*layers) == "e208a2c6d9acc1b6"
+
+
+def test_damage_kinds_are_a_registry():
+    from pipeline import damage as D
+    assert set(D.OLD_PRINT_KINDS) | {"shatter", "straight"} == set(D.KINDS)
+    with pytest.raises(ValueError, match="unknown"):
+        D._layer(32, 32, "smudge", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="twice"):
+        D.register_kind("crack")(lambda c, h, w, rng, worn=False: None)
+
+    @D.register_kind("_test_bar")
+    def _bar(c, h, w, rng, worn=False):
+        c[h // 2] = 1.0
+    try:
+        rd = D.real_damage(32, 32, np.random.default_rng(0), kinds=("_test_bar",))
+        assert rd.kinds == ("_test_bar",) and rd.alpha[16].min() > 0
+    finally:
+        del D.KINDS["_test_bar"]

@@ -73,7 +73,8 @@ class TestFourierInpainter(TestInpainter):
 
 
 def test_init_from_a_stage_without_blocks_keeps_its_predictions(tmp_path):
-    from pipeline.train import TrainingError, _init_from
+    from pipeline.training import TrainingError
+    from pipeline.training.state import _init_from
     b = make_batch()
     plain = tiny(Inpainter)
     torch.nn.init.normal_(plain.net.segmentation_head[0].weight, std=0.1)  # not just Telea

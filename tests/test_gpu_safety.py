@@ -103,7 +103,7 @@ def test_training_on_cuda_sets_cudnn_benchmark_and_fp32_inference_turns_tf32_off
 
 
 def test_torchrun_without_ddp_is_refused_in_one_line(monkeypatch):
-    from pipeline.train import Distributed, TrainingError
+    from pipeline.training import Distributed, TrainingError
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(TrainingError, match="4 processes.*trainer.strategy=ddp"):
         Distributed("single", torch.device("cpu"))
@@ -112,7 +112,7 @@ def test_torchrun_without_ddp_is_refused_in_one_line(monkeypatch):
 
 
 def test_ranks_that_resume_at_different_steps_stop_in_one_line(tmp_path):
-    from pipeline.train import Distributed, TrainingError
+    from pipeline.training import Distributed, TrainingError
 
     class TwoRanks:  # all_reduce over this rank's state and another rank's
         class ReduceOp:
@@ -138,7 +138,7 @@ def test_loader_workers_use_one_opencv_thread():
 
     import cv2
 
-    from pipeline.train import _worker_init
+    from pipeline.training.inputs import _worker_init
     keep = cv2.getNumThreads(), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         cv2.setNumThreads(4)
@@ -168,7 +168,7 @@ def test_fourier_dfts_run_in_fp32_under_autocast(monkeypatch):
 def test_the_optimizer_is_fused_on_cuda_only():
     from omegaconf import OmegaConf
 
-    from pipeline.train import make_optimizer
+    from pipeline.training import make_optimizer
     tc = OmegaConf.create({"lr": 1e-3, "weight_decay": 0.0})
     st = tiny(MaskDetector)
     assert make_optimizer(st, tc, torch.device("cuda", 0)).defaults["fused"] is True
@@ -197,7 +197,7 @@ def test_upstream_stages_run_in_the_loader_not_between_training_steps(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from pipeline import Pipeline
-    from pipeline.train import CONF_DIR, Trainer, UpstreamSample
+    from pipeline.training import CONF_DIR, Trainer, UpstreamSample
     from tests.conftest import TINY_OVERRIDES
     Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter)).save(tmp_path / "up")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -216,7 +216,7 @@ def test_upstream_stages_run_in_the_loader_not_between_training_steps(tmp_path):
 def test_validation_inputs_take_the_training_memory_format(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from pipeline.train import CONF_DIR, Trainer
+    from pipeline.training import CONF_DIR, Trainer
     from tests.conftest import TINY_OVERRIDES
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["stage=mask", f"out_dir={tmp_path}", "trainer.num_workers=0",

@@ -46,7 +46,7 @@ def test_hint_channels_start_at_zero_and_learn_from_sampled_hints():
 
 
 def test_a_hint_branch_trains_alone_and_leaves_the_colour_without_hints_bit_identical(tmp_path):
-    from pipeline.train import _init_from
+    from pipeline.training.state import _init_from
     base = tiny(Colorizer, prior_shift=0.05)  # decoding reads the prior
     torch.nn.init.uniform_(base.prior)  # a prior of its own: training the branch must not re-estimate it
     base.save(tmp_path / "base")
@@ -106,7 +106,7 @@ def test_any_colorizer_spreads_hints_to_similar_pixels_near_them(tiny_pipeline):
 def test_init_from_widens_the_first_convolution_with_zeros(tmp_path):
     from omegaconf import OmegaConf
 
-    from pipeline.train import _init_from
+    from pipeline.training.state import _init_from
     src = tiny(Colorizer)
     src.save(tmp_path / "col")
     dst = tiny(Colorizer, hints=True)

@@ -21,7 +21,7 @@ def make_batch(b=2, size=64, seed=0):
         out["gray"].append(torch.from_numpy(apply_damage(g, d)).float()[None] / 255)
         out["target_gray"].append(torch.from_numpy(g).float()[None] / 255)
         out["rgb"].append(torch.from_numpy(rgb).float().permute(2, 0, 1) / 255)
-        out["mask"].append(torch.from_numpy(d.mask).float()[None])
+        out["mask"].append(torch.from_numpy(np.array(d.mask)).float()[None])
     return {k: torch.stack(v) for k, v in out.items()}
 
 
@@ -70,7 +70,7 @@ class StageTestMixin:
         first = None
         for _ in range(15):
             loss = st.loss(batch)["loss"]
-            first = float(loss) if first is None else first
+            first = float(loss.detach()) if first is None else first
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -191,7 +191,7 @@ class TestMaskDetector(StageTestMixin):
 
 
     def test_input_sharp_adds_the_unblurred_gray_as_a_channel_that_starts_at_zero(self, tmp_path):
-        from pipeline.train import _init_from
+        from pipeline.training.state import _init_from
         torch.manual_seed(0)
         blur = self.make(input_blur=1.0)
         blur.save(tmp_path / "blur")
@@ -430,24 +430,3 @@ def test_a_newer_checkpoint_format_asks_for_an_upgrade(tmp_path):
     pf.write_text(pf.read_text().replace("restore-pipeline/1", "restore-pipeline/7"))
     with pytest.raises(CheckpointError, match="pipeline.yaml: format 'restore-pipeline/7' was written by a newer"):
         Pipeline.load(tmp_path / "p")
-
-
-def test_former_stage_interfaces_still_work_for_one_release():
-    import warnings
-
-    from stages.nets import to_uint8
-    b = make_batch()
-    col = tiny(Colorizer)
-    with pytest.warns(DeprecationWarning, match="uint8 grays"):
-        old = col.colorize(b["target_gray"])                 # a tensor in, one (B,H,W,3) array out
-    assert isinstance(old, np.ndarray) and old.shape == (2, 64, 64, 3)
-    assert np.array_equal(old, np.stack(col.colorize(list(to_uint8(b["target_gray"])))))
-    det = tiny(MaskDetector, kind="scratches", min_region=7)
-    assert det.processor.kind == "scratches" and det.processor.min_region == 7   # still a property
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        import importlib
-
-        import pipeline.tiling
-        importlib.reload(pipeline.tiling)
-    assert any(issubclass(x.category, DeprecationWarning) for x in w) and pipeline.tiling.tiled

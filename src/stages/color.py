@@ -253,3 +253,23 @@ def _combine(gray: np.ndarray, rgb: list, out: np.ndarray, y: np.ndarray) -> np.
         for v, fixed in zip(ints, vals):
             v[bad] = fixed
     return cv2.merge([v.astype(np.uint8) for v in ints], dst=out)
+
+
+AB_RANGE = 110.0
+
+
+def ab_grid(bin_size: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """In-gamut ab cell centres (Q,2), a (G*G,) lookup from grid cell to nearest in-gamut
+    class, and the grid side G. A cell is in gamut if some L in [0,100] maps it into sRGB.
+    """
+    axis = torch.arange(-AB_RANGE, AB_RANGE + 1e-6, bin_size)
+    g = len(axis)
+    a, b = torch.meshgrid(axis, axis, indexing="ij")
+    L = torch.linspace(0, 100, 101)
+    lab = torch.stack([L.view(-1, 1, 1).expand(-1, g, g), a.expand(101, -1, -1), b.expand(101, -1, -1)], 1)
+    rgb = lab_to_rgb(lab, clip=False)  # (101,3,g,g)
+    ok = ((rgb >= -1e-3) & (rgb <= 1 + 1e-3)).all(1).any(0).flatten()
+    grid = torch.stack([a.flatten(), b.flatten()], 1)
+    centers = grid[ok]
+    lut = torch.cdist(grid, centers).argmin(1)
+    return centers, lut, g

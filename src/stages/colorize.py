@@ -11,85 +11,17 @@ Two heads (``mode``):
 from __future__ import annotations
 
 import math
-import warnings
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .base import Stage, register_stage
-from .color import fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, lab_to_rgb, rgb_to_lab
-from .processors import Hints, Reference, edge_distance
+from .color import AB_RANGE, ab_grid, fp32, gray8_ab_to_rgb8, gray_ab_to_rgb, rgb_to_lab
+from .colour_adjust import _ring_inside, _scale_inside, _with_hints, _with_reference
+from .hue_loss import binned_hue_histogram, hue_correlation_loss, soft_hue_histogram  # noqa: F401  (re-exported)
 from .metrics import hue_correlation
-from .nets import TTA_SIZES, build_unet, gray_batch, grow, pad_to_multiple, tiled, to_uint8, tta_mean
-
-AB_RANGE = 110.0
-HUE_BINS = 180
-
-
-def soft_hue_histogram(rgb: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """(B,3,H,W) RGB in [0,1] -> (B,180) hue histogram, differentiable.
-
-    The hue is OpenCV's HSV hue in [0,180) (the hexagonal formula, as ``cv2.COLOR_RGB2HSV`` on
-    uint8); each pixel adds a circular Gaussian bump of ``sigma`` bins instead of a hard count.
-    """
-    h = _hue(rgb)
-    centers = torch.arange(HUE_BINS, device=rgb.device, dtype=h.dtype) + 0.5
-    dist = torch.remainder(h.unsqueeze(-1) - centers + HUE_BINS / 2, HUE_BINS) - HUE_BINS / 2
-    return torch.exp(-0.5 * (dist / sigma) ** 2).sum(1)
-
-
-def _hue(rgb: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) RGB in [0,1] -> (B,H*W) OpenCV HSV hue in [0,180)."""
-    rgb = rgb.float().clamp(0, 1).flatten(2)
-    r, g, b = rgb.unbind(1)
-    mx, mn = rgb.max(1).values, rgb.min(1).values
-    # 1/255: below that the uint8 image is gray and the hue is arbitrary; the clamp keeps the
-    # gradient of near-gray pixels bounded.
-    d = (mx - mn).clamp(min=1 / 255)
-    return torch.where(mx == r, torch.remainder((g - b) / d, 6),
-                       torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 30
-
-
-@torch.no_grad()
-def binned_hue_histogram(rgb: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """``soft_hue_histogram`` without a gradient, in O(pixels): hard counts per bin, then the
-    same circular Gaussian (each hue taken at its bin's centre). For large targets."""
-    h = _hue(rgb)
-    counts = torch.zeros(h.shape[0], HUE_BINS, device=h.device, dtype=h.dtype)
-    counts.scatter_add_(1, h.long().clamp_(0, HUE_BINS - 1), torch.ones_like(h))
-    r = 4 * int(math.ceil(sigma))  # the kernel in Python numbers: no device->host read
-    return sum(math.exp(-0.5 * (o / sigma) ** 2) * torch.roll(counts, o, 1) for o in range(-r, r + 1))
-
-
-def hue_correlation_loss(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
-    """1 - Pearson correlation of the soft hue histograms (the metric's C term), batch mean.
-    pred_rgb, true_rgb: (B,3,H,W) in [0,1] (sizes may differ); only ``pred_rgb`` gets a gradient."""
-    hp = soft_hue_histogram(pred_rgb)
-    with torch.no_grad():
-        big = true_rgb.shape[-2] * true_rgb.shape[-1] > 4 * pred_rgb.shape[-2] * pred_rgb.shape[-1]
-        ht = binned_hue_histogram(true_rgb) if big else soft_hue_histogram(true_rgb)
-    hp, ht = hp - hp.mean(1, keepdim=True), ht - ht.mean(1, keepdim=True)
-    corr = (hp * ht).sum(1) / (hp.norm(dim=1) * ht.norm(dim=1)).clamp(min=1e-8)
-    return 1 - corr.mean()
-
-
-def ab_grid(bin_size: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """In-gamut ab cell centres (Q,2), a (G*G,) lookup from grid cell to nearest in-gamut
-    class, and the grid side G. A cell is in gamut if some L in [0,100] maps it into sRGB.
-    """
-    axis = torch.arange(-AB_RANGE, AB_RANGE + 1e-6, bin_size)
-    g = len(axis)
-    a, b = torch.meshgrid(axis, axis, indexing="ij")
-    L = torch.linspace(0, 100, 101)
-    lab = torch.stack([L.view(-1, 1, 1).expand(-1, g, g), a.expand(101, -1, -1), b.expand(101, -1, -1)], 1)
-    rgb = lab_to_rgb(lab, clip=False)  # (101,3,g,g)
-    ok = ((rgb >= -1e-3) & (rgb <= 1 + 1e-3)).all(1).any(0).flatten()
-    grid = torch.stack([a.flatten(), b.flatten()], 1)
-    centers = grid[ok]
-    lut = torch.cdist(grid, centers).argmin(1)
-    return centers, lut, g
+from .nets import TTA_SIZES, _pooled_head, build_unet, gray_batch, grow, pad_to_multiple, tiled, to_uint8, tta_mean
 
 
 @register_stage("colorize")
@@ -412,11 +344,6 @@ class Colorizer(Stage):
         correction to the pixels near it of similar gray (``hint_spread``, ``hint_tone``); ``hint_edges``:
         near by the geodesic distance that strong edges lengthen, so a point's colour stays on its
         object. ``temperature`` / ``hole_ring``: this call's values (None: the settings)."""
-        if isinstance(grays, torch.Tensor):  # the former signature: a (B,1,H,W) tensor in, (B,H,W,3) out
-            warnings.warn("Colorizer.colorize takes a list of (H,W) uint8 grays now (a tensor: one release "
-                          "more)", DeprecationWarning, stacklevel=2)
-            return np.stack(self.colorize(list(to_uint8(grays)), holes, saturation=saturation,
-                                          hole_saturation=hole_saturation, tile=tile, references=references))
         x = gray_batch(grays, self.device)
         hints = hints if hints is not None else [None] * len(grays)
         if (self.takes_hints or self.config["hint_saturation"] is not None) and any(hn is not None for hn in hints):
@@ -456,100 +383,8 @@ class Colorizer(Stage):
         return [gray.float().expand(-1, 3, -1, -1), batch["rgb"].float(), self.predict(gray)]
 
 
-def _pooled_head(net: torch.nn.Module, out: int, stride: int, zero: bool = False) -> torch.nn.Module:
-    """``net`` with its segmentation head replaced by a 1x1 convolution to ``out`` channels on
-    ``stride``-pooled features (``zero``: starting at zero). Colour is smooth: softmax/cross-entropy
-    over ~227 classes at full resolution would cost more than the rest of the network."""
-    conv = torch.nn.Conv2d(net.segmentation_head[0].in_channels, out, kernel_size=1)
-    if zero:
-        torch.nn.init.zeros_(conv.weight)
-        torch.nn.init.zeros_(conv.bias)
-    net.segmentation_head[0] = torch.nn.Sequential(
-        torch.nn.AvgPool2d(stride) if stride > 1 else torch.nn.Identity(), conv)
-    return net
-
-
 def _has_hints(hints: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) hints (a, b, mask) -> (B,) bool: the image has at least one hinted pixel."""
     return hints[:, 2].flatten(1).amax(1) > 0
 
 
-def _with_reference(ab: torch.Tensor, ref: Reference, gray: np.ndarray, bins: int = 16,
-                    prior: float = 64.0) -> torch.Tensor:
-    """(2,H,W) predicted ab blended with the reference's ab by its weight. Where the reference
-    does not reach, the prediction is first corrected by how it erred where the reference does,
-    per gray level (``bins`` levels; a level seen on few pixels leans on the mean error, with
-    ``prior`` pixels' weight): the same scene's sky, walls and road keep their gray and colour.
-    An ``exact`` reference (the photo's own colour) gives its ab, carried into the hole by Telea."""
-    ab_ref = rgb_to_lab(torch.from_numpy(ref.rgb).permute(2, 0, 1)[None].float().div(255).to(ab.device))[0, 1:]
-    if ref.exact:  # the photo's own colour: the hole's comes in from around it
-        return _ring_inside(ab_ref, ~ref.valid, 1.0) if not ref.valid.all() else ab_ref
-    w = torch.from_numpy(ref.weight).to(ab.device)
-    ab = ab.float()
-    full = torch.from_numpy(ref.weight >= 1).to(ab.device)
-    if 256 <= int(full.sum()) < full.numel():
-        level = torch.from_numpy(gray.astype(np.int64) * bins // 256).to(ab.device)
-        err = (ab_ref - ab)[:, full]                                    # (2, n) where the reference is whole
-        seen = level[full]
-        count = torch.bincount(seen, minlength=bins).float()
-        mean = err.mean(1, keepdim=True)
-        sums = torch.stack([torch.bincount(seen, weights=e, minlength=bins) for e in err])
-        ab = ab + ((sums + prior * mean) / (count + prior))[:, level]
-    return ab * (1 - w) + ab_ref * w
-
-
-def _with_hints(ab: torch.Tensor, hints: Hints, gray: np.ndarray, spread: float, tone: float,
-                reach: float = 0.05, grid: int = 256, edges: bool = False) -> torch.Tensor:
-    """(2,H,W) ab corrected by colour hints: each point's error (its colour's ab minus the ab
-    there) is spread with a weight exp(-d²/2(spread·width)²)·exp(-Δgray²/2·tone²) (an edge-aware
-    Shepard interpolation, computed on a grid of at most ``grid`` px and upsampled); where the
-    weights sum to far less than ``reach`` the prediction stays. ``edges``: d is the geodesic
-    distance over the gray, each step's length grown by the gray's gradient there
-    (``stages.processors.edge_distance``), so a point's colour stops at strong edges. The
-    defaults were chosen on held-out training photos (benchmarks/hints.py --help)."""
-    h, w = gray.shape
-    s = min(1.0, grid / max(h, w))
-    gh, gw = max(1, round(h * s)), max(1, round(w * s))
-    g = torch.from_numpy(cv2.resize(gray, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32))
-    yy, xx = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32), indexing="ij")
-    lab = rgb_to_lab(torch.from_numpy(hints.colours.T.copy()).float().div(255)[None, :, :, None])[0, 1:, :, 0]
-    num, den = torch.zeros(2, gh, gw), torch.full((gh, gw), reach)
-    for (px, py), target in zip(hints.points.tolist(), lab.T):
-        x, y = int(round(px)), int(round(py))
-        if not (0 <= x < w and 0 <= y < h):  # as ``Hints.render``: a point off the image counts nowhere
-            continue
-        gx, gy = min(int(x * s), gw - 1), min(int(y * s), gh - 1)
-        d2 = (torch.from_numpy(edge_distance(g.numpy(), gx, gy)) ** 2 if edges
-              else (xx - gx) ** 2 + (yy - gy) ** 2)
-        wgt = torch.exp(-d2 / (2 * (spread * gw) ** 2) - (g - float(gray[y, x])) ** 2 / (2 * tone ** 2))
-        num += wgt * (target - ab[:, y, x].float().cpu()).view(2, 1, 1)
-        den += wgt
-    fix = (num / den)[None]
-    if (gh, gw) != (h, w):
-        fix = F.interpolate(fix, size=(h, w), mode="bilinear", align_corners=False)
-    return ab.float() + fix[0].to(ab.device)
-
-
-def _ring_inside(ab: torch.Tensor, mask: np.ndarray, share: float, radius: int = 5) -> torch.Tensor:
-    """(2,H,W) ab whose masked pixels take ``share`` of the colour Telea carries in from around them."""
-    a = ab.float().cpu().numpy()
-    # OpenCV's Telea reads past the border of a float image a few pixels high (NaNs from whatever
-    # memory lies there): give it a replicated border of ``radius`` px, and keep what it returns finite.
-    pad = lambda x, kind: cv2.copyMakeBorder(x, radius, radius, radius, radius, kind)  # noqa: E731
-    m8 = pad(mask.astype(np.uint8), cv2.BORDER_CONSTANT)
-    inner = np.s_[radius:radius + mask.shape[0], radius:radius + mask.shape[1]]
-    ring = np.stack([cv2.inpaint(pad(np.ascontiguousarray(c), cv2.BORDER_REPLICATE), m8, radius,
-                                 cv2.INPAINT_TELEA)[inner] for c in a])
-    ring = np.nan_to_num(ring, nan=0.0, posinf=0.0, neginf=0.0)
-    out = np.where(mask[None], share * ring + (1 - share) * a, a)
-    return torch.from_numpy(out.astype(np.float32)).to(ab.device)
-
-
-def _scale_inside(ab: torch.Tensor, mask: np.ndarray, factor: float) -> torch.Tensor:
-    """(2,H,W) ab times ``factor`` where the (H,W) mask is set (in place, within its bounding box)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if len(rows):
-        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        inside = torch.from_numpy(np.ascontiguousarray(mask[box[1:]])).to(ab.device)
-        ab[box] = torch.where(inside, ab[box] * factor, ab[box])
-    return ab

@@ -193,3 +193,16 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int
             out[..., y:y + th, x0:x0 + tw] += o * w
             wsum[..., y:y + th, x0:x0 + tw] += w
     return out / wsum
+
+
+def _pooled_head(net: torch.nn.Module, out: int, stride: int, zero: bool = False) -> torch.nn.Module:
+    """``net`` with its segmentation head replaced by a 1x1 convolution to ``out`` channels on
+    ``stride``-pooled features (``zero``: starting at zero). Colour is smooth: softmax/cross-entropy
+    over ~227 classes at full resolution would cost more than the rest of the network."""
+    conv = torch.nn.Conv2d(net.segmentation_head[0].in_channels, out, kernel_size=1)
+    if zero:
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    net.segmentation_head[0] = torch.nn.Sequential(
+        torch.nn.AvgPool2d(stride) if stride > 1 else torch.nn.Identity(), conv)
+    return net
