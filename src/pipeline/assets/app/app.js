@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { files: [], tool: "brush", painting: false, last: null, w: 0, h: 0, edited: false, hints: [],
-                token: "", seq: 0, inflight: 0, ready: true, scale: 1, result: null };
+                token: "", seq: 0, inflight: 0, ready: true, scale: 1, result: null, prefix: "" };
 const maskCanvas = document.createElement("canvas");  // full resolution; opaque white = damaged
 const WAITING = "Finishing the previous photo…", WARMING = "Preparing the models (first photo only)…";
 const SMALL = 512;  // photos narrower than this are shown enlarged, with crisp pixels
@@ -52,7 +52,7 @@ async function progress(token) {  // the server's line for this request's stage,
     if (!current(token) || !p.stage || p.stage === "Done.") return;
     started[token] = started[token] || Date.now();
     const s = Math.round((Date.now() - started[token]) / 1000);
-    $("status").textContent = p.stage + (s >= 2 ? ` (${s} s)` : "");
+    $("status").textContent = state.prefix + p.stage + (s >= 2 ? ` (${s} s)` : "");
   } catch (e) {}
 }
 
@@ -260,6 +260,7 @@ async function restoreMany() {
   for (let i = 0; i < files.length; i++) {
     const form = new FormData(); form.append("image", files[i]);
     form.append("damage", $("damage").value); addOptions(form);
+    state.prefix = `Photo ${i + 1}/${files.length}: `;
     try {
       const blob = await (await call("api/restore", form, token)).blob();
       if (!current(token)) return;
@@ -274,6 +275,7 @@ async function restoreMany() {
     }
     $("progress").value = i + 1; $("status").textContent = `Restoring ${i + 1}/${files.length}…`;
   }
+  state.prefix = "";
   if (out.length) {  // one zip, built by the server (Python's zipfile: UTF-8 names, no two alike)
     const form = new FormData(); for (const f of out) form.append("files", f.blob, f.name);
     try { $("zip").href = URL.createObjectURL(await (await post("api/zip", form)).blob()); $("zip").classList.remove("disabled"); }
@@ -297,12 +299,13 @@ function showChosen(files) {  // thumbnails of the chosen photos (a TIFF: its na
 function chooseFiles(list) {
   state.files = Array.from(list); if (!state.files.length) return;
   newToken();  // whatever is still running belongs to the photos chosen before
-  state.hints = []; state.result = null;
+  state.hints = []; state.result = null; state.prefix = "";
   for (const id of ["download", "download-mask", "zip"]) $(id).classList.add("disabled");
   $("output").classList.add("hidden"); $("results").classList.add("hidden"); $("choice").classList.add("hidden");
   const many = state.files.length > 1;
   showChosen(state.files);
   $("zip").classList.toggle("hidden", !many); $("editor").classList.toggle("hidden", many);
+  for (const id of ["download", "download-mask"]) $(id).classList.toggle("hidden", many);  // batch: one per photo
   if (many) setState("ready", `${state.files.length} photos: the damage is detected in each. Press Restore.`);
   else detect();
 }
