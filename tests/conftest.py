@@ -38,3 +38,17 @@ def colourful(h=64, w=64, seed=0):
     y, x = np.mgrid[0:h, 0:w] / max(h, w)
     ch = [np.sin(2 * np.pi * (x * r.uniform(1, 3) + y * r.uniform(0, 2) + r.uniform())) for _ in range(3)]
     return ((np.stack(ch, -1) * 0.5 + 0.5) * 255).astype(np.uint8)
+
+
+# each test here runs a command (python -m pipeline.restore / assemble / evaluate / demo) in a new process
+COMMAND_LINE_TESTS = {"test_cli.py", "test_output_names.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers (markers registered in setup.cfg): a ``browser`` (Chromium) or ``cluster`` (torchrun,
+    Ray, several processes) test is also ``slow``, so ``pytest -m "not slow"`` is the quick loop
+    (under 2 minutes on 2 cores) and plain ``pytest`` (CI) runs every tier."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("cluster") \
+                or item.path.name in COMMAND_LINE_TESTS:
+            item.add_marker(pytest.mark.slow)

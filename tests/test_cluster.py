@@ -24,6 +24,7 @@ def test_without_ray_the_engine_says_so_in_one_line(tmp_path, monkeypatch, capsy
     assert err == ['error: --engine ray needs Ray: pip install "restore-pipeline[cluster]"']
 
 
+@pytest.mark.cluster
 def test_ray_engine_equals_the_local_engine(tmp_path, tiny_pipeline):
     pytest.importorskip("ray.data")
     src = tmp_path / "in"

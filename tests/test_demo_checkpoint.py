@@ -2,6 +2,7 @@
 weights give. What these weights find (recall, the look set, the gate's gains) is a benchmark:
 ``python benchmarks/demo_weights.py --check``."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline import Pipeline
@@ -22,6 +23,7 @@ def test_demo_is_shipped_small_and_complete():
     assert pipe.engine("mask")[1] == "fp32"
 
 
+@pytest.mark.slow  # the shipped networks at full size
 def test_demo_restores_a_damaged_sample_leaving_the_rest_as_it_was():
     from pipeline.color import pil_gray
     from pipeline.damage import apply_damage, random_damage

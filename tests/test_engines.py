@@ -63,6 +63,7 @@ def test_without_bf16_auto_is_fp32_and_nothing_is_measured(cache, monkeypatch):
     assert pipe.engine("inpaint") == (None, "fp32")
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_onnx_export_is_cached_by_digest_and_matches_a_fresh_export(cache):
     ort = pytest.importorskip("onnxruntime")  # noqa: F841
     stage = tiny(MaskDetector)
@@ -78,6 +79,7 @@ def test_onnx_export_is_cached_by_digest_and_matches_a_fresh_export(cache):
     assert engines.stage_digest(stage) != d  # so are the weights
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_a_pipeline_restores_with_the_cache_off_or_unwritable(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     gray = np.full((64, 64), 120, np.uint8)
@@ -94,6 +96,7 @@ def test_a_pipeline_restores_with_the_cache_off_or_unwritable(tmp_path, monkeypa
     assert np.array_equal(*results)
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_openvino_fills_its_compile_cache(cache):
     pytest.importorskip("openvino")
     pipe = Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer),
@@ -119,6 +122,7 @@ threads = [threading.Thread(target=first_infer) for _ in range(6)]
 """
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_openvino_first_infers_from_several_threads_at_once_do_not_hang():
     """An album restores batches in threads (``--jobs``): their first OpenVINO calls come at once,
     which hung pybind11's one-time numpy set-up in ~1 of 4 fresh processes before the runtime did it
@@ -133,6 +137,7 @@ def test_openvino_first_infers_from_several_threads_at_once_do_not_hang():
             pytest.fail("six threads' first OpenVINO infers hung")
 
 
+@pytest.mark.slow  # exports or compiles engines
 @pytest.mark.parametrize("cls,kw", [(MaskDetector, {}), (Inpainter, {"fourier_blocks": 1}), (Colorizer, {}),
                                     (Colorizer, {"hint_branch": TINY["encoder_name"]})])
 def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(cls, kw, tmp_path):
@@ -158,6 +163,7 @@ def test_a_deferred_network_is_the_saved_one_when_built_and_keys_the_same_cache(
     assert not lazy.training and not lazy.net.training
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_a_deferred_stage_moved_or_saved_builds_its_network_first(tmp_path):
     tiny(MaskDetector).save(tmp_path / "m")
     lazy = MaskDetector.load(tmp_path / "m", defer_net=True)
@@ -181,6 +187,7 @@ print(sorted(k for k, s in pipe.stages.items() if not s.deferred), "segmentation
 """
 
 
+@pytest.mark.slow  # exports or compiles engines (or starts a process)
 def test_a_warm_engine_cache_starts_without_building_a_torch_network(cache, tmp_path):
     """The CLI's start-up (issue 32): with the ONNX export and the compiled model cached, a new
     process restores without importing segmentation-models-pytorch (and torchvision with it)."""

@@ -109,6 +109,7 @@ def test_tta_mean_is_exact_for_an_equivariant_fn_and_averages_otherwise(n):
         tta_mean(ramp, (x,), 3)
 
 
+@pytest.mark.slow  # every TTA size on three stages
 def test_stage_tta_on_non_square_inputs_and_the_old_flip_key(tmp_path):
     import yaml
     b = make_batch(1)
@@ -131,6 +132,7 @@ def test_stage_tta_on_non_square_inputs_and_the_old_flip_key(tmp_path):
         tiny(Inpainter, tta=3)
 
 
+@pytest.mark.slow  # eight views
 def test_mask_detector_tta_averages_the_flipped_probabilities():
     from stages import MaskDetector
     g = make_batch(1)["gray"][..., :40, :56]
@@ -146,6 +148,7 @@ def test_mask_detector_tta_averages_the_flipped_probabilities():
         tiny(MaskDetector, tta=3)
 
 
+@pytest.mark.slow  # ONNX and OpenVINO exports
 def test_inpainter_with_blocks_runs_in_every_engine():
     """The exported network (a deep copy) carries the blocks: engines match torch at other sizes."""
     import importlib.util

@@ -175,6 +175,7 @@ def test_the_optimizer_is_fused_on_cuda_only():
     assert not make_optimizer(st, tc, torch.device("cpu")).defaults["fused"]
 
 
+@pytest.mark.slow  # times training steps of two stages
 def test_gpu_check_times_the_inpainter_with_the_loaders_prefill(monkeypatch):
     """tools/gpu_check.py must not time CPU Telea inside the training step."""
     import importlib.util

@@ -45,6 +45,7 @@ def test_hint_channels_start_at_zero_and_learn_from_sampled_hints():
     assert first.weight.grad[:, 1:].abs().sum() > 0  # the hints reach the network in training
 
 
+@pytest.mark.slow  # trains a hint branch
 def test_a_hint_branch_trains_alone_and_leaves_the_colour_without_hints_bit_identical(tmp_path):
     from pipeline.training.state import _init_from
     base = tiny(Colorizer, prior_shift=0.05)  # decoding reads the prior

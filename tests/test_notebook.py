@@ -12,6 +12,7 @@ def test_notebook_is_stored_without_outputs():
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.mark.slow  # a Jupyter kernel trains and restores
 def test_quickstart_notebook_executes(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NB, as_version=4)

@@ -15,6 +15,7 @@ def _pipe(**opts):
     return Pipeline(mask=tiny(MaskDetector), inpaint=tiny(Inpainter), colorize=tiny(Colorizer), **opts)
 
 
+@pytest.mark.slow  # exports and runs engines
 def test_onnx_backend_matches_torch_fp32():
     gray = apply_damage(pil_gray(colourful(96, 80)), random_damage(96, 80, np.random.default_rng(1)))
     a = _pipe(precision="fp32").restore(gray, return_intermediates=True)
@@ -24,6 +25,7 @@ def test_onnx_backend_matches_torch_fp32():
     assert diff.max() <= 2 and (diff > 0).mean() < 0.01
 
 
+@pytest.mark.slow  # exports and runs engines
 def test_backend_survives_save_load_and_swapping(tmp_path):
     pipe = _pipe(backend="onnx")
     pipe.restore(np.full((64, 64), 120, np.uint8))
@@ -44,6 +46,7 @@ def test_unknown_backend_is_one_clear_error():
         _pipe(backend="tensorrt")
 
 
+@pytest.mark.slow  # exports and runs engines
 def test_export_command_writes_runnable_models(tmp_path, capsys):
     from pipeline.export import main
     _pipe().save(tmp_path / "p")
@@ -71,6 +74,7 @@ def test_auto_backend_prefers_openvino_then_onnx_on_cpu(monkeypatch):
     assert all(s.runtime == "onnxruntime-fp32" for s in pipe.stages.values())
 
 
+@pytest.mark.slow  # exports and runs engines
 def test_openvino_fp32_matches_torch_and_bf16_stays_close():
     pytest.importorskip("openvino")
     gray = apply_damage(pil_gray(colourful(96, 80)), random_damage(96, 80, np.random.default_rng(1)))
@@ -90,6 +94,7 @@ def test_openvino_fp32_matches_torch_and_bf16_stays_close():
     assert np.abs(np.asarray(c.gray, np.int16) - np.asarray(a.gray, np.int16)).mean() < 2
 
 
+@pytest.mark.slow  # exports and runs engines
 def test_engine_outputs_match_the_torch_network():
     """Each engine, on each stage, computes the torch network (fp32: to float tolerance)."""
     import importlib.util

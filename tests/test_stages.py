@@ -63,6 +63,7 @@ class StageTestMixin:
         assert not [n for n, g in named if g is None and not n.startswith("net.encoder")]
         assert sum(float(g.abs().sum()) for _, g in named if g is not None) > 0
 
+    @pytest.mark.slow  # 15 optimisation steps
     def test_a_few_steps_reduce_the_loss(self):
         st = self.make().train()
         batch = make_batch(2, 64, seed=3)

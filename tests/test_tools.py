@@ -37,6 +37,7 @@ def test_pack_photos_refuses_the_dev_benchmark(tmp_path):
     assert r.returncode == 2 and "dev benchmark" in r.stderr
 
 
+@pytest.mark.slow  # restores and draws a look grid
 def test_old_photos_look_marks_and_restores_each_print(tmp_path, tiny_pipeline, monkeypatch, capsys):
     import runpy
     shared = tmp_path / "shared"

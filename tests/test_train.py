@@ -12,6 +12,8 @@ import yaml
 from stages import Colorizer, Inpainter, MaskDetector, Stage
 from tests.conftest import TINY_OVERRIDES
 
+pytestmark = pytest.mark.slow  # every test here trains (most in a new process)
+
 BASE = ["trainer.batch_size=2", "trainer.image_size=64", "trainer.val_every=2", "trainer.val_batches=1",
         "trainer.log_every=1", "trainer.num_workers=0", "trainer.prepare_batches=1", *TINY_OVERRIDES]
 
@@ -122,6 +124,7 @@ def test_unknown_data_root_is_one_line(tmp_path):
     assert r.returncode != 0 and "/no/such/folder" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.cluster
 def test_ctrl_c_to_the_process_group_saves_and_resume_continues(tmp_path):
     import os
     import signal
@@ -148,6 +151,7 @@ def test_ctrl_c_to_the_process_group_saves_and_resume_continues(tmp_path):
     assert steps == list(range(1, step + 3))
 
 
+@pytest.mark.cluster
 def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     import re
     out = tmp_path / "ddp"
@@ -164,6 +168,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     assert _digest(Inpainter.load(out)) == digests["0"]  # the saved stage is the ranks' common weights
 
 
+@pytest.mark.cluster
 def test_two_launchers_rendezvous_as_two_nodes(tmp_path):
     """What a 2-node run does (README): two ``torchrun --nnodes=2 --rdzv-backend=c10d`` launchers,
     here both on 127.0.0.1, meet and train one model."""
@@ -210,6 +215,7 @@ def _ddp_step(rank, world, port, out):
         tr.dist.td.destroy_process_group()
 
 
+@pytest.mark.cluster
 def test_ddp_update_equals_one_process_on_the_concatenated_batch(tmp_path):
     """DistributedDataParallel over 2 gloo processes: identical weights on both ranks, and the
     averaged gradients equal those of one process on both halves at once."""
@@ -287,6 +293,7 @@ def test_non_finite_loss_found_at_a_later_sync_points_to_the_last_checkpoint(tmp
     assert calls["n"] == 6 and torch.load(tmp_path / "last" / "trainer_state.pt", weights_only=True)["step"] == 3
 
 
+@pytest.mark.cluster
 def test_kill_9_loses_at_most_one_save_interval(tmp_path):
     import os
     import signal
