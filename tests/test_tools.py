@@ -23,7 +23,9 @@ def test_pack_photos_keeps_names_order_and_split(tmp_path):
     assert r.returncode == 1 and "broken.jpg" in r.stderr and "5 photos" in r.stdout  # one line, the rest kept
     packed = sorted((tmp_path / "small" / "photos").glob("*.jpg"))
     assert [p.name for p in packed] == sorted(f.name for f in src.glob("*.jpg") if f.name != "broken.jpg")
-    assert all(max(Image.open(p).size) == 64 for p in packed)
+    for p in packed:
+        with Image.open(p) as im:
+            assert max(im.size) == 64
     (src / "broken.jpg").unlink()
     a = PhotoData(src, val_fraction=0.4, seed=3)
     b = PhotoData(tmp_path / "small" / "photos", val_fraction=0.4, seed=3)
@@ -55,4 +57,5 @@ def test_old_photos_look_marks_and_restores_each_print(tmp_path, tiny_pipeline, 
     assert e.value.code == 0
     printed = capsys.readouterr().out
     assert "a.png: 40x48, marked" in printed and "b.jpg: 56x40" in printed
-    assert Image.open(out).size[1] == 2 * (320 + 6)  # one row per print
+    with Image.open(out) as im:
+        assert im.size[1] == 2 * (320 + 6)  # one row per print

@@ -11,7 +11,8 @@ from stages.runtimes import autocast  # noqa: F401  (training and inference shar
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matrix support (AMX-BF16 or AVX512-BF16)."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags

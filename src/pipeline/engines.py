@@ -210,7 +210,8 @@ def openvino_cache() -> str | None:
 def cpu_model() -> str:
     """``model name`` from /proc/cpuinfo (+ the bf16/AMX flags), or the platform's processor."""
     try:
-        info = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
     except OSError:
         import platform
         return platform.processor() or platform.machine()
