@@ -1,6 +1,6 @@
 """The CUDA paths, timed: training samples/s per stage and AMP precision, and restore ms/image.
 
-    python benchmarks/gpu_check.py [--image-size 512] [--batch-size 16] [--steps 20] [--device cuda]
+    python tools/gpu_check.py [--image-size 512] [--batch-size 16] [--steps 20] [--device cuda]
 
 For each stage (the shipped demo networks) and precision (bf16, fp16; fp32 with ``--fp32``):
 samples/s of forward + backward + AdamW step with channels_last and a GradScaler for fp16, on a
