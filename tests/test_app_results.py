@@ -90,7 +90,7 @@ def test_progress_says_which_stage_and_that_a_second_photo_waits(tiny_pipeline):
     from pipeline.app import WAITING, create_app
     pipe, go = _fresh(tiny_pipeline), threading.Event()
     detect = pipe.detect
-    pipe.detect = lambda gray, damage=None: (go.wait(10), detect(gray, damage))[1]
+    pipe.detect = lambda gray, damage=None, **kw: (go.wait(10), detect(gray, damage, **kw))[1]
     client = TestClient(create_app(pipe))
     img = {"image": ("a.png", _png(pil_gray(colourful(48, 64, 3))))}
     codes = []
@@ -195,8 +195,10 @@ def test_a_photo_the_browser_cannot_show_gets_a_preview(client):
 def test_the_page_script_is_its_own_file_served_with_the_page(client):
     from pipeline.app import ASSETS
     page = client.get("/").text
-    assert '<script src="assets/app.js"></script>' in page and page.count("<script") == 1
-    js = client.get("/assets/app.js")
+    scripts = ['<script src="assets/app.js"></script>', '<script src="assets/select.js"></script>']
+    assert all(s in page for s in scripts) and page.count("<script") == 2
+    js, select_js = client.get("/assets/app.js"), client.get("/assets/select.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "function restoreOne" in js.text
+    assert select_js.status_code == 200 and "function runSelection" in select_js.text
     assert client.get("/assets/index.html").status_code == 404 and client.get("/assets/..%2Fapp.py").status_code == 404
-    assert len((ASSETS / "app.js").read_text().splitlines()) <= 600
+    assert all(len((ASSETS / f).read_text().splitlines()) <= 600 for f in ("app.js", "select.js"))

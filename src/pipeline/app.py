@@ -1,35 +1,22 @@
-"""A local web page for restoring your own photos, and a plain HTTP API beside it.
+"""A local web page for restoring your own photos, and a plain HTTP API beside it (docs/app.md).
 
     python -m pipeline.app [--checkpoint demo] [--port 7860] [--host 127.0.0.1] [--max-upload-mb 200]
 
 Open the printed URL: drop photos, see the detected damage as a red overlay, paint or erase it
-with the brush (or clear it to restore colour only), choose the colour strength, Restore, compare
-before/after, download the PNG (several photos: one each, or all in a zip). Everything runs on
-this machine: the page and its script are served from the package (no CDN, no analytics, no API
-docs page), and the server binds to 127.0.0.1 unless ``--host`` says otherwise. The models warm
-up in a background thread at start (``--no-warm-up``: not).
+with the brush, click a crack to select it (a sensitivity slider: more or less of it), choose the
+colour, Restore, compare before/after, download the PNG (several photos: one each, or a zip).
+Everything runs on this machine: the page and its scripts are served from the package (no CDN,
+no analytics, no API docs page); the server binds to 127.0.0.1 unless ``--host`` says otherwise.
+The models warm up in a background thread at start (``--no-warm-up``: not).
 
 Built on FastAPI (not Gradio): a small dependency, one static page whose every element is ours
-to test in a browser, and the API is the same routes the page uses:
-
-- ``POST /api/restore``: multipart ``image`` (any format/size the library reads), optional
-  ``mask`` (same size, nonzero = damaged), ``saturation`` (colour strength, 0–2), ``damage``
-  (``auto``, ``shape``, ``scratches``), ``preset`` (``auto``, ``competition``, ``photo``),
-  ``references`` (any number of colour photos of the same scene; a verified one gives the hole's
-  content and the colour), ``colour`` (``auto``, ``keep``: the photo's own colour or tone,
-  ``recolour``: colourise it from its gray), ``normalise`` (true: a faded print's tones spread
-  again), ``hints`` (JSON ``[[x, y, "#rrggbb"], ...]``, colours known at pixels; a colorizer with
-  hint channels), ``token`` (any short text, echoed back: the page's way to tell a stale answer)
-  -> the restored PNG. ``/api/restore/full`` returns JSON with the image, the inpainted gray and
-  the mask as PNG data URLs, the ``report`` (``pipeline.policy.Report``: preset, damage, colour,
-  reference matched and its coverage, seconds) and, for a toned print that kept its tone under
-  ``colour=auto``, ``colourised``: the same photo colourised, so a person can pick.
-- ``POST /api/detect``: the mask PNG. ``GET /api/progress/{token}``: the stage a request is at.
-  ``POST /api/zip``: ``files`` -> one zip (Python's ``zipfile``: UTF-8 names, a second
-  ``same.png`` becomes ``same-2.png``). ``POST /api/preview``: a PNG of a photo the browser
-  cannot show (TIFF), at most 2048 px.
-- A bad upload gets a 4xx with one line in ``detail``; the server goes on. Requests are served
-  one restore at a time, in order (a lock), so two at once never mix their results or settings.
+to test in a browser, and the API is the same routes the page uses (their fields: docs/app.md):
+``POST /api/restore`` (-> the PNG) and ``/api/restore/full`` (-> JSON: image, gray, mask, the
+``report``, a toned print's colourised twin), ``/api/detect`` (-> the mask PNG, ``X-Explain``:
+which rule decided, and why), ``/api/select`` (clicks on damage -> JSON: their mask and why),
+``/api/preview``, ``/api/zip``, ``GET /api/progress/{token}``, ``/api/info``. A bad request gets
+a 4xx with one line in ``detail``; the server goes on. Requests are served one at a time, in
+order (a lock), so two at once never mix their results or settings.
 """
 import argparse
 import base64
@@ -40,9 +27,11 @@ import sys
 import tempfile
 import threading
 import zipfile
+from dataclasses import replace
 from collections import OrderedDict
 from pathlib import Path
 from typing import List, Optional
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -55,13 +44,16 @@ from .policy import COLOURS as COLOUR, PRESETS
 
 ASSETS = Path(__file__).parent / "assets" / "app"
 PAGE = ASSETS / "index.html"
-SERVED = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}  # beside the page
+SERVED = {"app.js": "text/javascript; charset=utf-8", "select.js": "text/javascript; charset=utf-8",
+          "app.css": "text/css; charset=utf-8"}  # beside the page
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#555"/><circle cx="8" cy="8" r="4" fill="#e8a33d"/></svg>')
 MAX_UPLOAD_MB = 200
 PREVIEW_PX = 2048  # /api/preview's largest side
 WAITING = "Finishing the previous photo…"
 WARMING = "Preparing the models (first photo only)…"
+SELECT = (0.5, 0.45)  # a click selects at probability 0.5 - 0.45 × sensitivity (0..1: more of the suggested damage)
+DAMAGE = (*DAMAGE_KINDS, "none")  # none: only the clicks' selection
 
 
 def _png(img: Image.Image) -> bytes:
@@ -169,12 +161,14 @@ class Restorer:
     def restore(self, image: bytes, mask: Optional[bytes] = None, saturation: Optional[float] = None,
                 damage: Optional[str] = None, references: Optional[list] = None, colour: Optional[str] = None,
                 hints: Optional[str] = None, normalise: bool = False, preset: Optional[str] = None,
-                token: Optional[str] = None, both: bool = False):
+                token: Optional[str] = None, both: bool = False, points: Optional[str] = None,
+                sensitivity: Optional[float] = None):
         """-> ``(Restoration, colourised Restoration or None)``; raises ``ImageError``/``ValueError``
         for a bad request. ``colour``: ``auto``, ``keep`` or ``recolour`` (``pipeline.policy.COLOURS``);
         ``preset``: ``pipeline.policy.PRESETS``; ``hints``: JSON ``[[x, y, "#rrggbb"], ...]``;
         ``normalise``: a faded print's tones spread again. ``both``: a toned print that kept its
-        tone (``colour`` auto) is also colourised, with the same mask."""
+        tone (``colour`` auto) is also colourised, with the same mask. ``points``: JSON ``[[x, y], ...]``,
+        clicks on damage, repaired too (at ``sensitivity``, 0..1, where given: ``select``)."""
         self.stage(token, "Reading the photo…")
         im = self.read(image, "image")
         m = to_mask(self.read(mask, "mask"), (im.height, im.width), name="mask upload") if mask else None
@@ -183,8 +177,8 @@ class Restorer:
         if preset not in (None, *PRESETS):
             raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
         hints = _hints(hints) if hints else None
-        if damage is not None and damage not in DAMAGE_KINDS:
-            raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
+        _damage(damage)
+        pts, sens = _points(points, (im.height, im.width)), _sensitivity(sensitivity)
         if saturation is not None and not 0 <= saturation <= 2:
             raise ValueError(f"saturation: must be within 0..2, got {saturation}")
         opts = dict(return_intermediates=True, damage=damage, hints=hints, normalise=bool(normalise),
@@ -192,7 +186,14 @@ class Restorer:
         with self.held(token):  # one restore at a time: the engines and their caches are shared
             refs = self.references(references or [])
             self.stage(token, "Repairing and colouring…" if m is not None else "Looking for damage, then repairing…")
-            res = self.pipe.restore(im, mask=m, references=refs, keep_colour=COLOUR.get(colour), preset=preset, **opts)
+            why = None
+            if pts and sens is not None:  # the clicks at this sensitivity: selected here, given as the mask
+                m, why = self._mask(to_gray(im), damage, pts, sens, m)
+                pts = None
+            res = self.pipe.restore(im, mask=m, references=refs, keep_colour=COLOUR.get(colour), preset=preset,
+                                    points=pts, **opts)
+            if why and res.report is not None:
+                res.report.damage, res.report.damage_why = why
             self._name_reference(res.report)
             alt = None
             if both and COLOUR.get(colour) is None and "own tone" in res.report.colour:
@@ -208,17 +209,39 @@ class Restorer:
         if ref and ref.get("name"):
             ref["name"] = self._refs[3].get(ref["name"], ref["name"])
 
-    def detect(self, image: bytes, damage: Optional[str] = None, token: Optional[str] = None) -> Image.Image:
-        """-> the mask (L, 255 = damaged) the detector finds."""
+    def detect(self, image: bytes, damage: Optional[str] = None, token: Optional[str] = None,
+               points: Optional[str] = None, sensitivity: Optional[float] = None) -> tuple:
+        """-> (the mask (L, 255 = damaged) the detector finds, plus what the clicks ``points`` select,
+        ``(rule, why)``: which rule decided, and why)."""
         self.stage(token, "Reading the photo…")
         gray = to_gray(self.read(image, "image"))
-        if damage is not None and damage not in DAMAGE_KINDS:
-            raise ValueError(f"damage: must be one of {', '.join(DAMAGE_KINDS)}, got {damage!r}")
+        _damage(damage)
+        pts, sens = _points(points, gray.shape), _sensitivity(sensitivity)
         with self.held(token):
             self.stage(token, f"Looking for damage in {gray.shape[1]}×{gray.shape[0]} pixels…")
-            m = self.pipe.detect(gray, damage)
+            m, why = self._mask(gray, damage, pts, sens)
         self.stage(token, "Done.")
-        return Image.fromarray(m.astype(np.uint8) * 255, "L")
+        return Image.fromarray(m.astype(np.uint8) * 255, "L"), why
+
+    def _mask(self, gray, damage, points, sensitivity, given=None) -> tuple:
+        """(H,W) gray -> ``(mask, (rule, why))``: ``given`` (else what ``damage`` finds) and what the
+        clicks select (``pipeline.select`` at ``sensitivity``'s threshold; None: the policy's). The
+        pipeline's own policy is left as it is: the threshold is this call's."""
+        from .pipeline import SCRATCH_SLOTS
+        from .select import select
+        pipe = self.pipe
+        if given is None:
+            given, why = pipe.detect(gray, damage, explain=True)
+        else:
+            why = ("given", "a given mask")
+        if not points:
+            return given, why
+        policy = pipe.damage_policy if sensitivity is None else replace(
+            pipe.damage_policy, select_threshold=SELECT[0] - SELECT[1] * sensitivity)
+        slots = [s for s in SCRATCH_SLOTS if pipe._stages.get(s) is not None] or ["mask"]
+        chosen = select(gray, points, {s: pipe._ready(s) for s in slots}, policy, pipe._tile)
+        return given | chosen, ("points", f"{len(points)} click(s) selected {chosen.mean():.1%} (at probability ≥ "
+                                          f"{policy.select_threshold:.2f}); {why[1]}")
 
     def preview(self, image: bytes) -> tuple:
         """-> (a PNG of the photo at most ``PREVIEW_PX`` px wide and high, its full size)."""
@@ -237,6 +260,35 @@ def _hints(text: str) -> list:
     if not isinstance(items, list):
         raise ValueError("hints: expected a list [[x, y, \"#rrggbb\"], ...]")
     return Hints.of(items)
+
+
+def _damage(damage: Optional[str]) -> None:
+    if damage is not None and damage not in DAMAGE:
+        raise ValueError(f"damage: must be one of {', '.join(DAMAGE)}, got {damage!r}")
+
+
+def _sensitivity(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 <= value <= 1:
+        raise ValueError(f"sensitivity: must be within 0..1, got {value:g}")
+    return value
+
+
+def _points(text: Optional[str], shape: tuple) -> Optional[list]:
+    """The ``points`` form field (JSON ``[[x, y], ...]``, pixels of the image) -> ``[(x, y), ...]``."""
+    if not text:
+        return None
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise ValueError("points: not JSON (expected [[x, y], ...] in pixels of the image)") from None
+    ok = isinstance(items, list) and all(isinstance(p, list) and len(p) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in p) for p in items)
+    if not ok:
+        raise ValueError(f"points: expected [[x, y], ...] in pixels of the image, got {text[:40]!r}")
+    for x, y in items:
+        if not (0 <= x < shape[1] and 0 <= y < shape[0]):
+            raise ValueError(f"points: ({x:g}, {y:g}) is outside the {shape[1]}×{shape[0]} image")
+    return [(float(x), float(y)) for x, y in items] or None
 
 
 def _run(fn, *args, **kwargs):
@@ -264,15 +316,17 @@ def _full(res, alt, token) -> dict:
 
 
 def _restore_routes(app, r) -> None:
-    from fastapi import Depends, File, Form, UploadFile
+    from fastapi import Depends, File, Form, HTTPException, UploadFile
     from fastapi.responses import Response
 
     def restored(image: UploadFile = File(...), mask: Optional[UploadFile] = File(None),
                  saturation: Optional[float] = Form(None), damage: Optional[str] = Form(None),
                  references: Optional[List[UploadFile]] = File(None), colour: Optional[str] = Form(None),
                  hints: Optional[str] = Form(None), normalise: bool = Form(False), preset: Optional[str] = Form(None),
-                 token: Optional[str] = Form(None)):
+                 token: Optional[str] = Form(None), points: Optional[str] = Form(None),
+                 sensitivity: Optional[float] = Form(None)):
         return dict(image=_body(image), mask=_body(mask), saturation=saturation, damage=damage, colour=colour,
+                    points=points, sensitivity=sensitivity,
                     references=[(f.filename or "reference", f.file.read()) for f in references or []], hints=hints, normalise=normalise, preset=preset,
                     token=(token or "")[:64] or None)
 
@@ -285,11 +339,25 @@ def _restore_routes(app, r) -> None:
     def restore_full(req=Depends(restored)):
         return _full(*_run(r.restore, **req, both=True), req["token"])
 
+    def detected(image: UploadFile = File(...), damage: Optional[str] = Form(None), token: Optional[str] = Form(None),
+                 points: Optional[str] = Form(None), sensitivity: Optional[float] = Form(None)):
+        return dict(image=_body(image), damage=damage, token=(token or "")[:64] or None, points=points,
+                    sensitivity=sensitivity)
+
     @app.post("/api/detect")
-    def detect(image: UploadFile = File(...), damage: Optional[str] = Form(None), token: Optional[str] = Form(None)):
-        token = (token or "")[:64] or None
-        return Response(_png(_run(r.detect, _body(image), damage, token)), media_type="image/png",
-                        headers={"X-Token": token or ""})
+    def detect(req=Depends(detected)):
+        m, (rule, why) = _run(r.detect, **req)
+        return Response(_png(m), media_type="image/png", headers={  # the why as UTF-8, %-encoded
+            "X-Token": req["token"] or "", "X-Explain": quote(f"{rule}: {why}", safe=" :;,()")})
+
+    @app.post("/api/select")
+    def select(req=Depends(detected)):
+        if not (req["points"] or "").strip(" []"):
+            raise HTTPException(400, "points: needs at least one click, [[x, y], ...] in pixels of the image")
+        req["damage"] = req["damage"] or "none"
+        m, (rule, why) = _run(r.detect, **req)
+        return {"mask": _data_url(m), "rule": rule, "why": why, "token": req["token"],
+                "share": float(np.asarray(m).mean() / 255)}
 
     @app.post("/api/preview")
     def preview(image: UploadFile = File(...)):
@@ -351,7 +419,8 @@ def create_app(pipe=None, checkpoint: str = "demo", max_upload_mb: float = MAX_U
     def info():
         return {"checkpoint": str(checkpoint), "saturation": pipe.colorize.config["saturation"],
                 "damage": pipe.damage, "damage_kinds": list(DAMAGE_KINDS), "max_upload_mb": max_upload_mb,
-                "presets": list(PRESETS), "preset": pipe.preset, "ready": r.ready.is_set(),
+                "presets": list(PRESETS), "preset": pipe.preset,
+                "sensitivity": round(min(1, max(0, (SELECT[0] - pipe.damage_policy.select_threshold) / SELECT[1])), 2), "ready": r.ready.is_set(),
                 "hint_channels": bool(pipe.colorize.config["hints"])}  # hints work with any; these take them in
 
     @app.get("/api/progress/{token}")

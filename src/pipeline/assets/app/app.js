@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { files: [], tool: "brush", painting: false, last: null, w: 0, h: 0, edited: false, hints: [],
-                token: "", seq: 0, inflight: 0, ready: true, scale: 1, result: null, prefix: "" };
+                token: "", seq: 0, inflight: 0, ready: true, scale: 1, result: null, prefix: "", detectWhy: "" };
 const maskCanvas = document.createElement("canvas");  // full resolution; opaque white = damaged
 const WAITING = "Finishing the previous photo…", WARMING = "Preparing the models (first photo only)…";
 const SMALL = 512;  // photos narrower than this are shown enlarged, with crisp pixels
@@ -63,7 +63,7 @@ function loadImage(src) {
 function renderOverlay() {
   const o = $("overlay"), ctx = o.getContext("2d");
   ctx.clearRect(0, 0, o.width, o.height);
-  ctx.globalAlpha = 0.55; ctx.drawImage(maskCanvas, 0, 0);
+  ctx.globalAlpha = 0.55; ctx.drawImage(combinedMask(), 0, 0);  // painted or found, and clicked (select.js)
   ctx.globalCompositeOperation = "source-in"; ctx.globalAlpha = 1;
   ctx.fillStyle = "#ff2a2a"; ctx.fillRect(0, 0, o.width, o.height);
   ctx.globalCompositeOperation = "source-over";
@@ -72,6 +72,7 @@ function renderOverlay() {
     ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.fillStyle = c; ctx.fill();
     ctx.lineWidth = r / 3; ctx.strokeStyle = "#fff"; ctx.stroke();
   }
+  drawClicks(ctx);
 }
 
 const colourChoice = () => document.querySelector("input[name=colour]:checked").value;
@@ -84,24 +85,24 @@ function addOptions(form) {  // the choices every restore sends
 }
 
 function maskFraction() {
-  const d = maskCanvas.getContext("2d").getImageData(0, 0, state.w, state.h).data;
+  const d = combinedMask().getContext("2d").getImageData(0, 0, state.w, state.h).data;
   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 127) n++;
   return n / (state.w * state.h);
 }
 
-async function setMaskFromPng(blob) {  // L image, 255 = damaged -> opaque white on transparent
-  const im = await loadImage(URL.createObjectURL(blob));
+async function setMaskFromPng(blob, canvas = maskCanvas) {  // L image (or its URL), 255 = damaged -> opaque white on transparent
+  const im = await loadImage(typeof blob === "string" ? blob : URL.createObjectURL(blob));
   const tmp = document.createElement("canvas"); tmp.width = im.width; tmp.height = im.height;
   const t = tmp.getContext("2d"); t.drawImage(im, 0, 0);
   const data = t.getImageData(0, 0, im.width, im.height);
   for (let i = 0; i < data.data.length; i += 4) { const v = data.data[i]; data.data[i] = data.data[i + 1] = data.data[i + 2] = 255; data.data[i + 3] = v > 127 ? 255 : 0; }
-  const m = maskCanvas.getContext("2d"); m.clearRect(0, 0, maskCanvas.width, maskCanvas.height); m.putImageData(data, 0, 0);
+  const m = canvas.getContext("2d"); m.clearRect(0, 0, canvas.width, canvas.height); m.putImageData(data, 0, 0);
   renderOverlay();
 }
 
 function maskBlob() {  // black with white damage, the API's mask format
   const c = document.createElement("canvas"); c.width = state.w; c.height = state.h;
-  const ctx = c.getContext("2d"); ctx.fillStyle = "#000"; ctx.fillRect(0, 0, c.width, c.height); ctx.drawImage(maskCanvas, 0, 0);
+  const ctx = c.getContext("2d"); ctx.fillStyle = "#000"; ctx.fillRect(0, 0, c.width, c.height); ctx.drawImage(combinedMask(), 0, 0);
   return new Promise((ok) => c.toBlob(ok, "image/png"));
 }
 
@@ -114,6 +115,7 @@ function displayScale(w, h) {  // a small photo shown enlarged by a whole factor
 function sizeEditor(w, h) {  // canvases at the photo's size, shown at state.scale times it
   state.w = w; state.h = h;
   for (const c of [$("photo"), $("overlay"), maskCanvas]) { c.width = w; c.height = h; }
+  if (selCanvas.width !== w || selCanvas.height !== h) resetSelection();  // the same photo again keeps its clicks
   $("editor").classList.remove("hidden");
   state.scale = displayScale(w, h);
   $("photo").style.width = state.scale > 1 ? w * state.scale + "px" : "";
@@ -152,6 +154,7 @@ async function detect() {
   try {
     const res = await call("api/detect", form, token);
     if (!current(token) || res.headers.get("X-Token") !== token) return;  // another photo was chosen meanwhile
+    state.detectWhy = decodeURIComponent(res.headers.get("X-Explain") || ""); showWhy();
     const blob = await res.blob();
     const im = await loadImage(URL.createObjectURL(blob));
     if (!current(token)) return;
@@ -180,13 +183,18 @@ function paintAt(ev) {
     $("status").textContent = `${state.hints.length} colour(s) placed. Restore to use them.`;
     return;
   }
-  const ctx = maskCanvas.getContext("2d");
+  if (state.tool === "select-crack") { state.painting = false; selectAt(x, y); return; }
   state.edited = true;
-  ctx.globalCompositeOperation = state.tool === "eraser" ? "destination-out" : "source-over";
-  ctx.strokeStyle = ctx.fillStyle = "#fff"; ctx.lineCap = "round";
-  ctx.lineWidth = Number($("size").value) * state.w / r.width;
-  ctx.beginPath(); const p = state.last || { x, y }; ctx.moveTo(p.x, p.y); ctx.lineTo(x, y); ctx.stroke();
-  ctx.globalCompositeOperation = "source-over";
+  const erase = state.tool === "eraser";
+  if (erase && sel.points.length) sel.erased = true;  // the selection as erased goes with the mask, not the clicks
+  for (const c of erase ? [maskCanvas, selCanvas] : [maskCanvas]) {
+    const ctx = c.getContext("2d");
+    ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
+    ctx.strokeStyle = ctx.fillStyle = "#fff"; ctx.lineCap = "round";
+    ctx.lineWidth = Number($("size").value) * state.w / r.width;
+    ctx.beginPath(); const p = state.last || { x, y }; ctx.moveTo(p.x, p.y); ctx.lineTo(x, y); ctx.stroke();
+    ctx.globalCompositeOperation = "source-over";
+  }
   state.last = { x, y }; renderOverlay();
 }
 
@@ -196,10 +204,14 @@ function addRefs(form) {  // a verified reference gives the hole's content and t
 
 function reportLines(r) {  // the restore's report (pipeline.policy.Report) in a person's words
   if (!r) return [];
-  const damage = r.damage !== "given" ? r.damage : (state.edited ? "as you painted it" : "found by the detector");
+  const found = state.edited ? "as you painted it" : "found by the detector";
+  const damage = r.damage === "points" ? "where you clicked, and " + found : r.damage !== "given" ? r.damage : found;
+  const why = [r.damage !== "given" && `${r.damage}: ${r.damage_why}`,  // the mask the page sent: what the detector said
+               r.damage_why.endsWith("given mask") && !state.edited && state.detectWhy && "the detector's " + state.detectWhy];
   const lines = [r.preset === "photo" ? "Restored for a person looking at it (the photo preset)."
                                       : `Restored for the competition's score (its preset): ${r.preset_why}.`,
                  `Damage: ${damage}, ${(100 * r.damage_share).toFixed(1)} % of the photo.`, `Colour: ${r.colour}.`];
+  if (why.some(Boolean)) lines.splice(2, 0, "Why: " + sentence(why.filter(Boolean).join("; ")));  // which rule decided, and why
   if (r.reference) lines.push(r.reference.name ? `Reference ${r.reference.name} matched, covering ${Math.round(100 * r.reference.coverage)} % of the photo.`
                                                : "No reference matched: the colour and the holes are the model's own guess.");
   return lines;
@@ -221,6 +233,9 @@ async function restoreOne() {
   setState("restoring", busyLine("restoring " + file.name));
   const form = new FormData();
   form.append("image", file); form.append("mask", await maskBlob(), "mask.png"); addOptions(form);
+  if (sel.points.length && !sel.erased) {  // the clicks, so that the report says what they selected
+    form.append("points", JSON.stringify(sel.points)); form.append("sensitivity", $("sensitivity").value);
+  }
   if (state.hints.length) form.append("hints", JSON.stringify(state.hints.map(([x, y, c]) => [Math.round(x), Math.round(y), c])));
   try {
     const out = await (await call("api/restore/full", form, token)).json();
@@ -299,7 +314,7 @@ function showChosen(files) {  // thumbnails of the chosen photos (a TIFF: its na
 function chooseFiles(list) {
   state.files = Array.from(list); if (!state.files.length) return;
   newToken();  // whatever is still running belongs to the photos chosen before
-  state.hints = []; state.result = null; state.prefix = "";
+  state.hints = []; state.result = null; state.prefix = ""; state.detectWhy = ""; resetSelection();
   for (const id of ["download", "download-mask", "zip"]) $(id).classList.add("disabled");
   $("output").classList.add("hidden"); $("results").classList.add("hidden"); $("choice").classList.add("hidden");
   const many = state.files.length > 1;
@@ -322,10 +337,10 @@ $("file").onchange = (e) => { chooseFiles(e.target.files); e.target.value = ""; 
 $("drop").ondragover = (e) => { e.preventDefault(); $("drop").classList.add("over"); };
 $("drop").ondragleave = () => $("drop").classList.remove("over");
 $("drop").ondrop = (e) => { e.preventDefault(); $("drop").classList.remove("over"); chooseFiles(e.dataTransfer.files); };
-const TOOLS = ["brush", "eraser", "hint"];
+const TOOLS = ["brush", "eraser", "select-crack", "hint"];
 for (const t of TOOLS) $(t).onclick = () => { state.tool = t; for (const u of TOOLS) $(u).classList.toggle("active", t === u); };
 $("clear-hints").onclick = () => { state.hints = []; renderOverlay(); };
-$("clear").onclick = () => { maskCanvas.getContext("2d").clearRect(0, 0, state.w, state.h); state.edited = true; renderOverlay(); $("status").textContent = "Mask cleared: Restore adds colour only."; };
+$("clear").onclick = () => { maskCanvas.getContext("2d").clearRect(0, 0, state.w, state.h); state.edited = true; resetSelection(); renderOverlay(); $("status").textContent = "Mask cleared: Restore adds colour only."; };
 $("redetect").onclick = () => state.files.length === 1 && detect();
 $("damage").onchange = () => {  // a mask the person painted is theirs: kept until they ask to detect again
   if (state.files.length !== 1) return;
@@ -348,5 +363,6 @@ fetch("api/info").then((r) => r.json()).then((info) => {
   $("saturation").value = info.saturation; $("saturation").oninput(); state.saturation = $("saturation").value;
   $("damage").value = info.damage_kinds.includes(info.damage) ? info.damage : "auto";
   if (info.preset) $("preset").value = info.preset;
+  if (info.sensitivity !== undefined) { $("sensitivity").value = info.sensitivity; $("sensitivity").oninput(); }
   watchWarmUp(info);
 });
