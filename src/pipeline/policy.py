@@ -18,6 +18,7 @@ a single-channel gray with one constant gray in [0, 100] under 0.5-20 % of it), 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -214,8 +215,59 @@ class DamagePolicy:
         views = {slot: list(c["agree_views"]) for slot, c in configs.items() if c.get("agree_views")}
         return cls(**{k: first[k] for k in keys if k in first}, views=views)
 
+    @classmethod
+    def of_checkpoint(cls, meta: dict, path, slots: list) -> "DamagePolicy":
+        """The policy of a pipeline checkpoint: its pipeline.yaml's ``damage:`` section, or for one
+        saved before it, the gate its first scratch detector held (``from_stage_configs``)."""
+        if "damage" in meta:
+            return cls.of(meta["damage"])
+        from stages.checkpoint import read_stage_config
+        return cls.from_stage_configs({s: read_stage_config(path / s).get("config") or {} for s in slots})
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def detect(self, grays: list, damage: str, points: list | None, shape_detector, detectors, tile,
+               given: list | None = None) -> tuple:
+        """``(masks, [(rule, why), ...])`` of same-size (H,W) uint8 grays: the shape detector's
+        ``detect`` (``shape_detector()``: a ``MaskDetector``) finds a competition shape, the scratch
+        path (``find``) over ``detectors()`` (``{slot: MaskDetector}``) the rest; ``damage``:
+        ``shape``, ``scratches``, ``auto`` or ``none`` (nothing but the clicks); ``points``: per
+        gray, clicks ``[(x, y), ...]`` (or None) whose selection (``pipeline.select``) is added;
+        ``given``: per gray, a (H,W) bool mask that is used as it is (or None: detect)."""
+        points, given = points or [None] * len(grays), given or [None] * len(grays)
+        todo = [i for i, m in enumerate(given) if m is None]
+        if len(todo) < len(grays):
+            found = self.detect([grays[i] for i in todo], damage, [points[i] for i in todo], shape_detector,
+                                detectors, tile) if todo else ([], [])
+            masks, reasons = list(given), [("given", "a given mask")] * len(grays)
+            for i, m, r in zip(todo, *found):
+                masks[i], reasons[i] = m, r
+            for i in (i for i in range(len(grays)) if i not in todo and points[i]):
+                masks[i], reasons[i] = self._select(grays[i], points[i], masks[i], reasons[i], detectors, tile)
+            return masks, reasons
+        why: dict = {}
+
+        def scratch(g, gated):
+            m, rule, text = self.find(g, detectors(), gated, tile)
+            why[id(g)] = (rule, text)
+            return m
+        if damage == "none":
+            masks = [np.zeros(g.shape, bool) for g in grays]
+            reasons = [("none", "no damage looked for")] * len(grays)
+        else:
+            masks = shape_detector().detect(grays, damage, scratch=scratch, tile=tile)
+            reasons = [why.get(id(g)) or ("shape", f"a constant-gray shape on {m.mean():.1%} of the image")
+                       for g, m in zip(grays, masks)]
+        for i, (g, p) in enumerate(zip(grays, points)):
+            if p:
+                masks[i], reasons[i] = self._select(g, p, masks[i], reasons[i], detectors, tile)
+        return masks, reasons
+
+    def _select(self, gray, points, mask, reason, detectors, tile) -> tuple:
+        from .select import select
+        chosen = select(gray, points, detectors(), self, tile)
+        return mask | chosen, ("points", f"{len(points)} click(s) selected {chosen.mean():.1%}; {reason[1]}")
 
     def work_scale(self, shape: tuple) -> float:
         """The factor (≤ 1) an (H, W) photo is brought down by to find damage."""
@@ -286,6 +338,18 @@ class Report:
     colour: str
     reference: dict | None = None
     seconds: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, preset: tuple, damage: tuple, mask: np.ndarray, colour: str, references: bool, matched,
+           seconds: dict) -> "Report":
+        """A restore's report from its parts: ``(preset, why)``, ``(rule, why)`` of the damage, the
+        mask, what happened to the colour, whether references were given and the one matched (a
+        ``stages.Reference`` or None), ``seconds`` per step."""
+        ref = None if not references else (
+            {"name": Path(matched.source).name or None, "coverage": float(matched.valid.mean())}
+            if matched is not None else {"name": None, "coverage": 0.0})
+        return cls(*preset, *damage, float(mask.mean()) if mask.size else 0.0, colour, ref,
+                   {k: round(v, 4) for k, v in seconds.items()})
 
     def to_dict(self) -> dict:
         return asdict(self)
