@@ -207,9 +207,14 @@ def test_clicking_a_crack_in_the_page_adds_it_to_the_overlay_and_the_slider_says
         page.click("#undo-click")
         page.wait_for_timeout(300)
         undone, undo_disabled = page.evaluate("maskFraction()"), page.is_disabled("#undo-click")
+        with page.expect_response("**/api/select"):  # a click on bare paper: says so, and what to try
+            page.mouse.click(box["x"] + 85.5 / W * box["width"], box["y"] + 10.5 / H * box["height"])
+        page.wait_for_function("!document.body.dataset.selecting && sel.why")
+        bare = page.inner_text("#status")
         browser.close()
     assert before == 0 and clicked > 20, (before, clicked)       # red along the clicked crack
     assert less < clicked < more, (less, clicked, more)           # the slider: more or less of it
     assert "1 click(s) selected" in why and share < 0.05
     assert "Why: points: 1 click(s) selected" in report and "where you clicked" in report, report
     assert undone == 0 and undo_disabled
+    assert "found little" in bare and "sensitivity slider" in bare, bare

@@ -3,10 +3,10 @@
 // sensitivity slider runs the clicks so far again at another threshold; Undo takes back the last click.
 "use strict";
 const selCanvas = document.createElement("canvas");  // the clicks' selection, full resolution; opaque white = damaged
-const sel = { points: [], seq: 0, why: "", erased: false };
+const sel = { points: [], seq: 0, why: "", erased: false, share: 0, clicked: false };
 
 function resetSelection() {  // a new photo (or Clear): no clicks
-  sel.points = []; sel.why = ""; sel.erased = false; sel.seq += 1;
+  sel.points = []; sel.why = ""; sel.erased = false; sel.share = 0; sel.seq += 1;
   selCanvas.width = state.w; selCanvas.height = state.h;
   showWhy(); $("undo-click").disabled = true;
 }
@@ -32,15 +32,16 @@ function showWhy() {  // the latest explain line: which rule decided the damage,
 function selectAt(x, y) {
   if (state.files.length !== 1) return;
   sel.points.push([Math.min(state.w - 1, Math.max(0, Math.round(x))), Math.min(state.h - 1, Math.max(0, Math.round(y)))]);
-  runSelection();
+  sel.clicked = true; runSelection();
 }
 
 async function runSelection() {  // the clicks so far, at the slider's sensitivity
-  const seq = ++sel.seq, token = state.token, n = sel.points.length;
+  const seq = ++sel.seq, token = state.token, n = sel.points.length, clicked = sel.clicked;
+  sel.clicked = false;
   $("undo-click").disabled = !n;
   if (!n) {
     selCanvas.getContext("2d").clearRect(0, 0, selCanvas.width, selCanvas.height);
-    sel.why = ""; sel.erased = false; renderOverlay(); showWhy(); return;
+    sel.why = ""; sel.erased = false; sel.share = 0; renderOverlay(); showWhy(); return;
   }
   const form = new FormData();
   form.append("image", state.files[0]); form.append("points", JSON.stringify(sel.points));
@@ -52,9 +53,11 @@ async function runSelection() {  // the clicks so far, at the slider's sensitivi
     const out = await (await post("api/select", form)).json();
     if (seq !== sel.seq || !current(token)) return;  // another click, slider move or photo came meanwhile
     await setMaskFromPng(out.mask, selCanvas);
-    sel.why = out.why; sel.erased = false; showWhy();
+    const little = clicked && (out.share - sel.share) * state.w * state.h < 40;  // a few pixels: nothing like a crack
+    sel.why = out.why; sel.erased = false; sel.share = out.share; showWhy();
     $("status").textContent = `${n} click${n > 1 ? "s" : ""}: ${(100 * out.share).toFixed(1)} % of the photo selected (red). ` +
-      "The sensitivity slider shows more or less of it; Undo takes back the last click.";
+      (little ? "That click found little: try the sensitivity slider lower or higher, or paint it with the brush."
+              : "The sensitivity slider shows more or less of it; Undo takes back the last click.");
   } catch (e) {
     if (seq === sel.seq && current(token)) setState("ready", "Could not select: " + sentence(e.message), true);
   } finally { if (seq === sel.seq) delete document.body.dataset.selecting; }
