@@ -77,7 +77,7 @@ def _select(client, points, sensitivity=None, **data):
 
 
 def test_a_click_on_a_crack_selects_that_crack_and_the_sensitivity_how_much_of_it(client, pipe):
-    policy = pipe.damage_policy
+    policy, threshold = pipe.damage_policy, pipe.damage_policy.select_threshold
     runs = {}
     for s in (0.2, 0.6, 1.0):
         r = _select(client, [[X, H // 2]], s)
@@ -91,7 +91,7 @@ def test_a_click_on_a_crack_selects_that_crack_and_the_sensitivity_how_much_of_i
         assert body["rule"] == "points" and body["why"].startswith("1 click(s) selected")
         assert f"{0.5 - 0.45 * s:.2f}" in body["why"] and abs(body["share"] - m.mean()) < 1e-6
     assert runs[0.2] < runs[0.6] < runs[1.0]  # more sensitive: more of the crack
-    assert pipe.damage_policy is policy and policy.select_threshold == 0.2  # the pipeline's own policy untouched
+    assert pipe.damage_policy is policy and policy.select_threshold == threshold  # the pipeline's own policy untouched
     both = _data_url(_select(client, [[X, H // 2], [OTHER, 10]], 0.6).json()["mask"])
     assert both[:, OTHER].sum() > H // 2 and both[:, X].sum() == runs[0.6]
 
@@ -135,7 +135,7 @@ def test_a_restore_repairs_the_clicked_crack_and_reports_it(client):
     ("[[60, 32]]", "1.5", "sensitivity: must be within 0..1, got 1.5"),
     ("[[60, 32]]", "lots", "sensitivity: "),
 ])
-def test_a_bad_points_or_sensitivity_value_is_one_line(client, points, sensitivity, msg):
+def test_a_bad_points_or_sensitivity_value_is_one_line(client, pipe, points, sensitivity, msg):
     data = {"points": points, **({"sensitivity": sensitivity} if sensitivity else {})}
     for route in ("/api/select", "/api/restore"):
         if route == "/api/restore" and points == "[]":
@@ -143,7 +143,7 @@ def test_a_bad_points_or_sensitivity_value_is_one_line(client, points, sensitivi
         r = client.post(route, files={"image": ("p.png", _png(crack_photo()))}, data=data)
         detail = r.json()["detail"]
         assert r.status_code == 400 and detail.startswith(msg) and "\n" not in detail, (route, detail)
-    assert client.get("/api/info").json()["sensitivity"] == round((0.5 - 0.2) / 0.45, 2)
+    assert client.get("/api/info").json()["sensitivity"] == round((0.5 - pipe.damage_policy.select_threshold) / 0.45, 2)
 
 
 @pytest.fixture(scope="module")
