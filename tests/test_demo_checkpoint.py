@@ -17,7 +17,7 @@ def test_demo_is_shipped_small_and_complete():
     pipe = Pipeline.load("demo")
     assert isinstance(pipe.mask, MaskDetector) and isinstance(pipe.inpaint, Inpainter)
     assert isinstance(pipe.colorize, Colorizer)
-    # written before context and hole_saturation moved into the stages: upgraded on load
+    # the inference settings demo ships with
     assert pipe.inpaint.config["context"] == 64 and pipe.colorize.config["hole_saturation"] == 0.6
     assert isinstance(pipe.scratch, MaskDetector) and isinstance(pipe.scratch2, MaskDetector)
     assert pipe.engine("mask")[1] == "fp32"
