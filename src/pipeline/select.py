@@ -5,8 +5,9 @@ Two ways, tried in order for each click:
 - **The network's run.** Where the detectors see damage near the click (probability ≥ the damage
   policy's ``select_threshold``, lower than what ``auto`` keeps), the connected run of such pixels
   through the click is the selection: it follows the crack as far as the network sees it.
-- **The line in the image.** Where they see nothing (a faint crease, a scratch the network never
-  learned), the thin line under the click is traced in the gray itself, as intelligent scissors
+- **The line in the image.** Where they see nothing or only a short run (under 3 ``LINE_LENGTH``
+  across: a faint crease, a scratch the network never learned), the thin line under the click is
+  traced as well in the gray itself, as intelligent scissors
   do: a line too faint per pixel is strong when summed along its direction (oriented line filters
   on the high-passed gray); from the click it is followed both ways, step by step, turning slowly,
   until its response fades or a strong edge stops it.
@@ -43,18 +44,26 @@ def select(gray: np.ndarray, points, detectors: dict, policy, tile=(1024, 128)) 
     for x, y in points:
         cx, cy = int(np.clip(round(float(x) * s), 0, g.shape[1] - 1)), int(np.clip(round(float(y) * s), 0, g.shape[0] - 1))
         win = np.s_[max(0, cy - SEARCH):cy + SEARCH + 1, max(0, cx - SEARCH):cx + SEARCH + 1]
+        run = np.zeros(g.shape, bool)
         if prob[win].max() >= policy.select_threshold:
             seed = np.zeros(g.shape, bool)
             seed[win] = prob[win] >= policy.select_threshold
-            out |= touching(prob >= policy.select_threshold, seed, connectivity=8)
-        else:
+            run = touching(prob >= policy.select_threshold, seed, connectivity=8)
+        if _extent(run) < 3 * LINE_LENGTH:  # the network sees little or nothing here: the line in the image too
             lines = lines if lines is not None else line_responses(g)
-            out |= trace(lines, cx, cy)
+            run |= trace(lines, cx, cy)
+        out |= run
     if out.any():
         out = cv2.dilate(out.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     if s != 1:
         out = cv2.resize(out.astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR) > 0
     return out
+
+
+def _extent(mask: np.ndarray) -> int:
+    """The longer side of a (H,W) bool mask's bounding box, px (0: empty)."""
+    ys, xs = np.nonzero(mask)
+    return 0 if not len(ys) else int(max(ys.max() - ys.min(), xs.max() - xs.min())) + 1
 
 
 def line_responses(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
