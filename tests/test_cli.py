@@ -308,7 +308,7 @@ def test_read_ahead_keeps_order_stays_bounded_reports_bad_inputs_and_raises_a_bu
     import time
 
     from pipeline.io import ImageError
-    from pipeline.restore import _ReadAhead
+    from pipeline.album import ReadAhead as _ReadAhead
     held, most = [], 3
     lock = threading.Lock()
     state = {"read": 0, "taken": 0}

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.restore import main as restore_main
-from pipeline.restore import output_stems, unique_names
+from pipeline.album import output_stems, unique_names
 from tests.conftest import colourful
 
 
