@@ -65,7 +65,7 @@ class Preset:
 
 COMPETITION = Preset("competition")
 # chosen on held-out training photos (benchmarks/photo_colour.py --set heldout), reported on dev
-PHOTO = Preset("photo", saturation=1.0, hole_saturation=1.0, hole_ring=1.0, temperature=0.3, hint_edges=True,
+PHOTO = Preset("photo", saturation=1.0, hole_saturation=1.0, hole_ring=1.0, temperature=0.45, hint_edges=True,
                keep_tone=True, colorizer="colorize_photo")
 PRESET = {p.name: p for p in (COMPETITION, PHOTO)}
 
