@@ -27,7 +27,7 @@ def test_hints_parse_from_people_and_render_where_they_are():
 
 def test_hint_channels_start_at_zero_and_learn_from_sampled_hints():
     col = tiny(Colorizer, hints=True, hint_none=0.0, hint_dense=0.5)
-    gray = torch.from_numpy(np.asarray(Image.fromarray(colourful(64, 64, 1)).convert("L")))[None, None] / 255
+    gray = torch.from_numpy(np.array(Image.fromarray(colourful(64, 64, 1)).convert("L")))[None, None] / 255
     hints = Hints.of([(20, 20, "#00ff00"), (40, 40, "#ff00ff")]).render(64, 64)[None]
     assert torch.equal(col(gray), col(gray, hints))  # zero weights: the network is as without hint channels
     rgb = torch.from_numpy(colourful(64, 64, 2)).permute(2, 0, 1)[None].float().div(255).repeat(4, 1, 1, 1)

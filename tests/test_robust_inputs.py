@@ -30,6 +30,7 @@ def test_decompression_bomb_is_one_clear_line_with_an_override(tmp_path, monkeyp
     assert to_gray(tmp_path / "big.png").shape == (64, 64)
 
 
+@pytest.mark.slow  # runs the command in a new process
 def test_restore_cli_max_pixels_override(tmp_path, tiny_pipeline, monkeypatch, capsys):
     from pipeline.restore import main
     tiny_pipeline.save(tmp_path / "p")
@@ -46,6 +47,7 @@ def test_restore_cli_max_pixels_override(tmp_path, tiny_pipeline, monkeypatch, c
 MODES = ["L", "RGB", "RGBA", "LA", "P", "I;16", "CMYK", "1"]
 
 
+@pytest.mark.slow  # restores many generated images
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(1, 70), w=st.integers(1, 70), mode=st.sampled_from(MODES), seed=st.integers(0, 2 ** 16),
        use_mask=st.booleans())

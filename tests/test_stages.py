@@ -75,7 +75,7 @@ class StageTestMixin:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        assert float(st.loss(batch)["loss"]) < first
+        assert float(st.loss(batch)["loss"].detach()) < first
 
     def test_metrics_are_finite(self):
         m = self.make().metrics(make_batch())
