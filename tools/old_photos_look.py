@@ -65,7 +65,8 @@ def main() -> int:
             mask = np.asarray(r.mask) > 0
             shown = original.copy()
             shown[mask] = (0.4 * shown[mask] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
-            print(f"{f.name} at {scale:g}x: {mask.shape[1]}x{mask.shape[0]}, marked {mask.mean():.2%}, {seconds:.2f} s; "
+            at = f" at {scale:g}x" if scale != 1 else ""
+            print(f"{f.name}{at}: {mask.shape[1]}x{mask.shape[0]}, marked {mask.mean():.2%}, {seconds:.2f} s; "
                   f"{r.report.damage_why}; {r.report.colour}")
             panels = [_fit(original), _fit(shown), _fit(np.asarray(r.image))]
             gap = np.full((H, 6, 3), 255, np.uint8)
