@@ -210,11 +210,6 @@ class MaskDetector(Stage):
         return MaskProcessor(c["refine"], c["refine_band"], c["max_fill"], c["keep_largest"], c["fill_holes"],
                              kind or c["kind"], c["min_region"], c["min_shape"])
 
-    @property
-    def processor(self) -> MaskProcessor:
-        """``post()``: the post-processing of the ``kind`` setting."""
-        return self.post()
-
     def postprocess(self, mask: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
         """(H,W) bool (+ (H,W) uint8 gray) -> (H,W) bool: the post-processing of ``kind``."""
         return self.post()(mask, gray)

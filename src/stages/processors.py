@@ -185,7 +185,7 @@ def own_colour(rgb: np.ndarray, size: int = 64, threshold: float = 3.5) -> bool:
     of its ab chroma left after taking away each gray level's mean ab (a gray, sepia or otherwise
     toned print has one colour per gray level), at most ``size`` px wide so that grain and JPEG
     noise average out. ``threshold`` (Lab units): measured on 325 colour photos and their toned
-    gray copies (benchmarks/own_colour.py): 97 % of the colour photos kept, 99 % of the toned recoloured."""
+    gray copies (research/benchmarks/own_colour.py): 97 % of the colour photos kept, 99 % of the toned recoloured."""
     s = size / max(rgb.shape[:2])
     if s < 1:
         rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * s)), max(1, round(rgb.shape[0] * s))),
