@@ -198,7 +198,7 @@ class Pipeline:
         masks, reasons = self.damage_policy.detect(grays, (damage or self.damage) if todo else "none", points,
                                                    lambda: self._ready("mask"), self._detectors, self._tile, masks)
         t1 = time.perf_counter()
-        chosen = [policy.choose_preset(ask, g, m, c) for g, m, c in zip(grays, masks, colours)]
+        chosen = [policy.choose_preset(ask, *a, r[0] == "shape") for *a, r in zip(grays, masks, colours, reasons)]
         kept = [policy.decide_colour(policy.PRESET[p], c, keep_colour) for (p, _), c in zip(chosen, colours)]
         lib = None
         if references is not None:

@@ -91,12 +91,17 @@ def competition_shape(gray: np.ndarray, mask: np.ndarray, colour: np.ndarray | N
     return int(counts.argmax()) <= SHAPE_MAX_FILL and counts.max() >= SHAPE_PURITY * mask.sum()
 
 
-def choose_preset(preset: str, gray: np.ndarray, mask: np.ndarray, colour: np.ndarray | None) -> tuple[str, str]:
-    """``(preset name, why)`` for one input (``preset``: one of ``PRESETS``)."""
+def choose_preset(preset: str, gray: np.ndarray, mask: np.ndarray, colour: np.ndarray | None,
+                  found_shape: bool = False) -> tuple[str, str]:
+    """``(preset name, why)`` for one input (``preset``: one of ``PRESETS``). ``found_shape``: the
+    shape detector found (and snapped to) a constant-gray shape; else the mask was given or is old-
+    photo damage, and ``competition_shape`` decides."""
     if preset != "auto":
         return preset, f"preset={preset} was asked for"
-    if competition_shape(gray, mask, colour):
-        return "competition", (f"a competition shape: one gray under {mask.mean():.1%} of a gray image")
+    if found_shape and colour is None:
+        return "competition", f"a competition shape found: one gray under {mask.mean():.1%} of a gray image"
+    if not found_shape and competition_shape(gray, mask, colour):
+        return "competition", f"a competition shape given: one gray under {mask.mean():.1%} of a gray image"
     return "photo", "no competition shape (one constant gray in [0, 100] under 0.5-20 % of a gray image)"
 
 
