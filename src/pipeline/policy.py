@@ -368,8 +368,9 @@ class Report:
 
     def lines(self) -> list[str]:
         """The report as a few lines a person reads."""
-        ref = (f"reference {self.reference['name']} matched, covering {self.reference['coverage']:.0%}"
-               if self.reference else "no reference matched")
+        ref = self.reference
+        refs = [] if ref is None else [f"reference {ref['name']} matched, covering {ref['coverage']:.0%}"
+                                       if ref["name"] else "no reference matched"]
         return [f"preset: {self.preset} ({self.preset_why})",
                 f"damage: {self.damage_why} ({self.damage_share:.1%} of the image)",
-                f"colour: {self.colour}", ref]
+                f"colour: {self.colour}", *refs]
