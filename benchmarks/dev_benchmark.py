@@ -35,7 +35,7 @@ class _MaskFrom:
         else:
             m = self.dataset[self.i]["mask"][0].numpy() > 0.5
         self.i += 1
-        return self.pipe.restore(gray, mask=m, return_intermediates=return_intermediates)
+        return self.pipe.restore(gray, mask=m, return_intermediates=return_intermediates, preset="competition")
 
 
 def main() -> int:
