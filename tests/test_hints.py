@@ -71,7 +71,7 @@ def test_a_hint_branch_trains_alone_and_leaves_the_colour_without_hints_bit_iden
     assert np.array_equal(base.colorize([gray] * 2), col.colorize([gray] * 2))  # no hints: the base's colour
     mixed = col.colorize([gray, gray], hints=[None, hints[0]])
     assert np.array_equal(mixed[0], base.colorize([gray])[0])  # an image without hints in a hinted batch too
-    g = torch.from_numpy(gray)[None, None] / 255
+    g = torch.from_numpy(gray.copy())[None, None] / 255
     assert not torch.equal(col(g, hints[0].render(64, 64)[None]), base(g))  # the trained branch changes the logits
     with pytest.raises(ValueError, match="exclude each other"):
         tiny(Colorizer, hints=True, hint_branch=TINY_ENCODER)

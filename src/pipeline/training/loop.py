@@ -135,7 +135,7 @@ class Trainer:
             self.bad.zero_()
             checked, self.checked_step = self.checked_step, self.step_no + 1
             if not finite:
-                return self._non_finite(float(loss), checked), stop
+                return self._non_finite(float(loss.detach()), checked), stop
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # DDP: bucketed all-reduce overlapped with backward
         if self.tc.grad_clip:
