@@ -7,6 +7,11 @@ the damage the pipeline marked (red), and the result (docs/old_photos_look.jpg).
 ``--scales``: each print restored at each of these sizes (× its own, cubic; a larger scan of the
 same print), one row per print and scale, all shown at one height.
 
+``--presets``: the presets side by side instead (docs/preset_look.jpg): each print and ``--dev`` dev
+photos (their gray; Kodak24 + McMaster, never trained on), one row each: input | ``competition``
+(the defaults before presets) | ``photo``. Look for: no green faces, no blue skies on sepia prints,
+no grey stripes where a hole was filled.
+
 Prints each photo's size, the share of it marked and the seconds it took. The prints carry no
 labels: this is for the eye (are the visible cracks of scratched_a and scratched_b marked and gone?).
 """
@@ -21,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import Pipeline
+from pipeline.io import list_images
 
 H = 320
 
@@ -31,6 +37,40 @@ def _fit(im: np.ndarray) -> np.ndarray:
     return np.asarray(im.resize((max(1, round(im.width * H / im.height)), H), Image.LANCZOS))
 
 
+def _row(panels: list) -> np.ndarray:
+    """Images side by side, each ``H`` px high, 6 px apart."""
+    gap = np.full((H, 6, 3), 255, np.uint8)
+    return np.concatenate([x for p in panels for x in (_fit(p), gap)][:-1], 1)
+
+
+def _marked(pipe, f: Path, scale: float, damage) -> np.ndarray:
+    """One print at ``scale``: input | marked damage (red) | result."""
+    original = np.asarray(Image.open(f).convert("RGB"))
+    if scale != 1:
+        original = np.asarray(Image.fromarray(original).resize(
+            (round(original.shape[1] * scale), round(original.shape[0] * scale)), Image.BICUBIC))
+    t = time.perf_counter()
+    r = pipe.restore(original, damage=damage, return_intermediates=True)  # (colour kept as decided)
+    seconds = time.perf_counter() - t
+    mask = np.asarray(r.mask) > 0
+    shown = original.copy()
+    shown[mask] = (0.4 * shown[mask] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+    at = f" at {scale:g}x" if scale != 1 else ""
+    print(f"{f.name}{at}: {mask.shape[1]}x{mask.shape[0]}, marked {mask.mean():.2%}, {seconds:.2f} s; "
+          f"{r.report.damage_why}; {r.report.colour}")
+    return _row([original, shown, np.asarray(r.image)])
+
+
+def _presets(pipe, f: Path, gray: bool) -> np.ndarray:
+    """One photo: input | competition | photo."""
+    img = Image.open(f).convert("L" if gray else "RGB")
+    img.thumbnail((768, 768), Image.LANCZOS)
+    src = np.asarray(img)
+    outs = [pipe.restore(src, preset=p, return_intermediates=True) for p in ("competition", "photo")]
+    print(f"{f.name}: photo preset: {outs[1].report.colour}; damage: {outs[1].report.damage_why}")
+    return _row([src] + [np.asarray(o.image) for o in outs])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="demo")
@@ -38,6 +78,8 @@ def main() -> int:
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "old_photos_look.jpg"))
     ap.add_argument("--scales", default="1", help="comma-separated sizes (× each print) to restore it at")
+    ap.add_argument("--presets", action="store_true", help="input | competition | photo, not the damage")
+    ap.add_argument("--dev", type=int, default=8, help="--presets: how many dev photos (every 5th)")
     ap.add_argument("--set", action="append", default=[], metavar="[SLOT.]KEY=VALUE",
                     help="change a setting first, as pipeline.assemble --set (repeatable)")
     args = ap.parse_args()
@@ -52,29 +94,17 @@ def main() -> int:
         if err:
             print(f"error: --set {item}: {err}", file=sys.stderr)
             return 2
-    rows = []
-    for f in files:
-        for scale in (float(v) for v in args.scales.split(",")):
-            original = np.asarray(Image.open(f).convert("RGB"))
-            if scale != 1:
-                original = np.asarray(Image.fromarray(original).resize(
-                    (round(original.shape[1] * scale), round(original.shape[0] * scale)), Image.BICUBIC))
-            t = time.perf_counter()
-            r = pipe.restore(original, damage=args.damage, return_intermediates=True)  # (colour kept as decided)
-            seconds = time.perf_counter() - t
-            mask = np.asarray(r.mask) > 0
-            shown = original.copy()
-            shown[mask] = (0.4 * shown[mask] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
-            at = f" at {scale:g}x" if scale != 1 else ""
-            print(f"{f.name}{at}: {mask.shape[1]}x{mask.shape[0]}, marked {mask.mean():.2%}, {seconds:.2f} s; "
-                  f"{r.report.damage_why}; {r.report.colour}")
-            panels = [_fit(original), _fit(shown), _fit(np.asarray(r.image))]
-            gap = np.full((H, 6, 3), 255, np.uint8)
-            rows.append(np.concatenate([x for p in panels for x in (p, gap)][:-1], 1))
+    if args.presets:
+        photos = Path(args.shared) / "photos"
+        dev = [p for d in ("kodak24", "mcmaster") if (photos / d).is_dir() for p in list_images(photos / d)]
+        rows = [_presets(pipe, f, False) for f in files] + [_presets(pipe, f, True) for f in dev[::5][:args.dev]]
+    else:
+        rows = [_marked(pipe, f, float(v), args.damage) for f in files for v in args.scales.split(",")]
     width = max(r.shape[1] for r in rows)
     grid = np.concatenate([np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
     Image.fromarray(grid).save(args.out, quality=85)
-    print(f"wrote {args.out}: {len(rows)} prints (input | marked damage | result)")
+    what = "input | competition | photo" if args.presets else "input | marked damage | result"
+    print(f"wrote {args.out}: {len(rows)} rows ({what})")
     return 0
 
 
