@@ -566,3 +566,24 @@ def test_the_scratch_detector_is_readied_only_for_an_image_that_takes_its_path(m
     assert "scratch2" not in readied
     pipe.restore(gray, damage="scratches")
     assert "scratch" in readied and "scratch2" in readied
+
+
+def test_a_mask_only_pipeline_saved_before_the_policy_keeps_its_detectors_settings(tmp_path):
+    """Without a scratch slot the mask detector is the scratch path: its old gate and threshold
+    become the policy; an empty ``views:`` loads as none."""
+    import yaml
+    from pipeline.policy import DamagePolicy
+    Pipeline(mask=tiny(MaskDetector, kind="scratches"), inpaint=tiny(Inpainter),
+             colorize=tiny(Colorizer)).save(tmp_path / "p")
+    meta = yaml.safe_load((tmp_path / "p" / "pipeline.yaml").read_text())
+    del meta["damage"]
+    (tmp_path / "p" / "pipeline.yaml").write_text(yaml.safe_dump(meta))
+    cf = tmp_path / "p" / "mask" / "config.yaml"
+    c = yaml.safe_load(cf.read_text())
+    c["config"].update(threshold=0.9, min_region=50, min_damage=0.01)
+    cf.write_text(yaml.safe_dump(c))
+    d = Pipeline.load(tmp_path / "p").damage_policy
+    assert (d.threshold, d.min_region, d.min_damage) == (0.9, 50, 0.01)
+    assert DamagePolicy.of({"views": None, "threshold": 0.6}) == DamagePolicy(threshold=0.6)
+    with pytest.raises(ValueError, match="damage.work_side"):
+        DamagePolicy.of({"work_side": "512"})

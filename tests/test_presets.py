@@ -198,3 +198,24 @@ def test_cli_select_and_explain(tiny_pipeline, tmp_path, capsys, monkeypatch):
     assert main([str(tmp_path / "in.png"), str(tmp_path / "in.png"), "--checkpoint", str(tmp_path / "pipe"),
                  "--out", str(tmp_path / "o2"), "--select", "3,4", "--no-progress"]) == 2
     assert "clicks apply to one input" in capsys.readouterr().err
+
+
+def test_a_click_keeps_a_competition_input_competition_and_one_off_the_photo_selects_nothing(tiny_pipeline,
+                                                                                             monkeypatch):
+    from stages import MaskDetector
+    gray, mask = _shape_input()
+    prob = np.zeros(gray.shape, np.float32)
+    prob[:, 70] = 0.9                                        # a crack beside the shape
+    monkeypatch.setattr(MaskDetector, "scratch_probabilities", lambda self, g, tile=None: prob)
+    shape = torch.from_numpy(mask.astype(np.float32))[None, None]
+    monkeypatch.setattr(MaskDetector, "probabilities", lambda self, x: shape.expand(len(x), -1, -1, -1))
+    r = tiny_pipeline.restore(gray, points=np.array([[70, 30]]), return_intermediates=True)
+    assert r.report.damage == "points" and r.report.preset == "competition"   # the shape was found: still one
+    off = tiny_pipeline.detect(gray, "none", points=[(-500, 30), (70, 900)])
+    assert not off.any()
+
+
+def test_recolour_asked_is_reported_and_decides_the_preset_as_a_gray_input_would(tiny_pipeline):
+    rgb = colourful(64, 80, 9)
+    r = tiny_pipeline.restore(rgb, mask=_crack(), keep_colour=False, return_intermediates=True)
+    assert r.report.colour == "colourised (recolour was asked for)"

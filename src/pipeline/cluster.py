@@ -87,7 +87,7 @@ class Restorer:
         """The local engine's reading (``io.read_input``), from the bytes."""
         from .io import open_bytes, read_input
         mask = open_bytes(row["mask_data"], row["mask"]) if row["mask"] else None
-        return read_input(open_bytes(row["data"], row["input"]), mask, self.options.get("keep_colour"), row["mask"])
+        return read_input(open_bytes(row["data"], row["input"]), mask, row["mask"])
 
     def __call__(self, batch: dict) -> dict:
         """Inputs (their bytes) -> their manifest rows, the PNGs written."""

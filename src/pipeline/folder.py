@@ -78,7 +78,9 @@ def load(path: str | os.PathLike, device, options: dict) -> tuple[dict, dict]:
     # an engine running a network from its cache needs no torch network: built at first use, if ever
     defer = engines.may_skip_torch(options.get("backend", saved.get("backend", "torch")), torch.device(device))
     stages = {name: Stage.load(path / name, defer_net=defer) for name in meta.get("stages", {})}
-    saved["damage_policy"] = DamagePolicy.of_checkpoint(meta, path, [s for s in SCRATCH_SLOTS if s in stages])
+    # (without a scratch slot the mask detector is the scratch path, with its own settings)
+    scan = [s for s in SCRATCH_SLOTS if s in stages] or [s for s in ("mask",) if s in stages]
+    saved["damage_policy"] = DamagePolicy.of_checkpoint(meta, path, scan)
     for key, slot in MOVED.items():  # upgrade: a former pipeline option becomes its stage's setting
         if key in saved and stages.get(slot) is not None:
             stages[slot].set(key, saved.pop(key))

@@ -111,14 +111,13 @@ def colour_of(img) -> np.ndarray | None:
     return None if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;") else to_rgb(im)
 
 
-def read_input(img, mask=None, keep_colour: bool | None = None, mask_name: str = "mask") -> tuple:
+def read_input(img, mask=None, mask_name: str = "mask") -> tuple:
     """What a restore reads of one input: ``(gray (H,W) uint8, mask (H,W) bool or None, its colour
-    (H,W,3) uint8 or None)``; ``mask``: a path, PIL image or array, or None. The colour is None for
-    a gray input and when ``keep_colour`` is False (it will be coloured from its gray); whether it
-    is kept is decided once the preset is known (``pipeline.policy.decide_colour``)."""
+    (H,W,3) uint8 or None for a gray input)``; ``mask``: a path, PIL image or array, or None.
+    Whether the colour is kept is decided once the preset is known (``policy.decide_colour``)."""
     im = open_image(img)
     gray = to_gray(im)
-    colour = colour_of(im) if keep_colour is not False else None
+    colour = colour_of(im)
     return gray, to_mask(mask, gray.shape, name=mask_name) if mask is not None else None, colour
 
 

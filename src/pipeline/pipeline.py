@@ -176,7 +176,7 @@ class Pipeline:
         known colours; ``keep_colour``: True keeps the input's colour, False colours from its gray,
         None decides (``policy.decide_colour``); ``normalise``: a faded print's tones spread again;
         ``preset``: ``auto``, ``competition`` or ``photo`` (None: ``self.preset``)."""
-        gray, m, colour = read_input(img, mask, keep_colour)
+        gray, m, colour = read_input(img, mask)
         r = self.restore_many([gray], [m], damage, saturation, references, [hints], [colour], normalise,
                               keep_colour=keep_colour, preset=preset, points=[points])[0]
         return r if return_intermediates else r.image
@@ -198,7 +198,8 @@ class Pipeline:
         masks, reasons = self.damage_policy.detect(grays, (damage or self.damage) if todo else "none", points,
                                                    lambda: self._ready("mask"), self._detectors, self._tile, masks)
         t1 = time.perf_counter()
-        chosen = [policy.choose_preset(ask, *a, r[0] == "shape") for *a, r in zip(grays, masks, colours, reasons)]
+        chosen = [policy.choose_preset(ask, g, m, None if keep_colour is False else c, policy.found_shape(r))
+                  for g, m, c, r in zip(grays, masks, colours, reasons)]
         kept = [policy.decide_colour(policy.PRESET[p], c, keep_colour) for (p, _), c in zip(chosen, colours)]
         lib = None
         if references is not None:

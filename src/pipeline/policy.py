@@ -155,6 +155,7 @@ def decide_colour(preset: Preset, colour: np.ndarray | None, keep_colour: bool |
 
 
 SURE = 0.9             # the probability ``DamagePolicy.min_sure`` counts as sure
+SHAPE_WHY = "a constant-gray shape"  # how the shape rule begins its reason (``found_shape`` reads it)
 LINE_ELONGATION = 6.0  # a region this many times longer than wide counts as a line (``min_line``)
 VIEWS = ("mirror", "flip", "rot180", "transpose", "rot90", "rot270", "antitranspose")  # stages.mask.VIEWS
 
@@ -194,13 +195,14 @@ class DamagePolicy:
                 raise ValueError(f"damage.views.{slot} must be a list of {', '.join(VIEWS)}, got {vs!r}")
         if isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int) or self.min_votes < 0:
             raise ValueError(f"damage.min_votes must be a whole number >= 0 (0: all voters), got {self.min_votes!r}")
-        if self.work_side is not None and self.work_side < 64:
+        if self.work_side is not None and (isinstance(self.work_side, bool) or not isinstance(self.work_side, int)
+                                           or self.work_side < 64):
             raise ValueError(f"damage.work_side must be None or at least 64 px, got {self.work_side!r}")
 
     @classmethod
     def of(cls, section: dict | None) -> "DamagePolicy":
         """pipeline.yaml's ``damage:`` section -> a policy; unknown keys are ignored (a warning)."""
-        section = dict(section or {})
+        section = {k: v for k, v in dict(section or {}).items() if v is not None or k in ("grow_threshold", "work_side")}
         known = {f.name for f in fields(cls)}
         if set(section) - known:
             import logging
@@ -248,7 +250,7 @@ class DamagePolicy:
             masks, reasons = list(given), [("given", "a given mask")] * len(grays)
             for i, m, r in zip(todo, *found):
                 masks[i], reasons[i] = m, r
-            for i in (i for i in range(len(grays)) if i not in todo and points[i]):
+            for i in (i for i in range(len(grays)) if i not in todo and points[i] is not None and len(points[i])):
                 masks[i], reasons[i] = self._select(grays[i], points[i], masks[i], reasons[i], detectors, tile)
             return masks, reasons
         why: dict = {}
@@ -262,10 +264,10 @@ class DamagePolicy:
             reasons = [("none", "no damage looked for")] * len(grays)
         else:
             masks = shape_detector().detect(grays, damage, scratch=scratch, tile=tile)
-            reasons = [why.get(id(g)) or ("shape", f"a constant-gray shape on {m.mean():.1%} of the image")
+            reasons = [why.get(id(g)) or ("shape", f"{SHAPE_WHY} on {m.mean():.1%} of the image")
                        for g, m in zip(grays, masks)]
         for i, (g, p) in enumerate(zip(grays, points)):
-            if p:
+            if p is not None and len(p):
                 masks[i], reasons[i] = self._select(g, p, masks[i], reasons[i], detectors, tile)
         return masks, reasons
 
@@ -326,6 +328,12 @@ class DamagePolicy:
         return touching(m, agreed, connectivity=8), "agreement", (
             f"{failed}; {need} of {voters} voters agree on {agreed.mean():.2%} (≥ {self.min_agree:.2%}): "
             "the regions they agree on repaired")
+
+
+def found_shape(reason: tuple) -> bool:
+    """Whether a ``(rule, why)`` of ``DamagePolicy.detect`` says the shape detector found a shape
+    (clicks added to it or not)."""
+    return reason[0] == "shape" or (reason[0] == "points" and f"; {SHAPE_WHY} on " in reason[1])
 
 
 @dataclass

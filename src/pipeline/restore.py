@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "local":  # start reading while torch and the pipeline load
         def read(p: Path) -> tuple:
             mp = _mask_of(args, p, len(paths))
-            return read_input(p, mp, COLOURS[args.colour], str(mp))
+            return read_input(p, mp, str(mp))
         reader = ReadAhead(read, todo)
     try:
         engine, refs, hints = _engine(args, len(paths))

@@ -42,7 +42,9 @@ def select(gray: np.ndarray, points, detectors: dict, policy, tile=(1024, 128)) 
     lines = None
     out = np.zeros(g.shape, bool)
     for x, y in points:
-        cx, cy = int(np.clip(round(float(x) * s), 0, g.shape[1] - 1)), int(np.clip(round(float(y) * s), 0, g.shape[0] - 1))
+        if not (0 <= float(x) < w and 0 <= float(y) < h):  # a click off the photo selects nothing (as a hint there)
+            continue
+        cx, cy = min(int(round(float(x) * s)), g.shape[1] - 1), min(int(round(float(y) * s)), g.shape[0] - 1)
         win = np.s_[max(0, cy - SEARCH):cy + SEARCH + 1, max(0, cx - SEARCH):cx + SEARCH + 1]
         run = np.zeros(g.shape, bool)
         if prob[win].max() >= policy.select_threshold:
